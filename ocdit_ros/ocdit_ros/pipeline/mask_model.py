@@ -1,0 +1,140 @@
+"""The pipeline's view of a segmentation model, and cached template features.
+
+`MaskModel` is the small interface the pipeline needs: backbone features for images and
+templates, and per-member mask probabilities for a batch of views. `OCDiTMaskModel` adapts
+`OCDiT`; tests plug in deterministic oracles to check the pipeline's geometry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from ..model import OCDiT, SamplerConfig
+from .config import StageConfig
+
+
+@dataclass
+class ObjectSpec:
+    """An object to segment: id and rendered templates (T, 3, S, S), RGB in [0, 1]."""
+
+    object_id: str
+    templates: torch.Tensor
+    fingerprint: str = ""  # content hash; keys the feature cache
+
+    def __post_init__(self) -> None:
+        t = self.templates
+        if t.ndim != 4 or t.shape[1] != 3 or t.shape[0] == 0:
+            raise ValueError(f"object {self.object_id!r}: templates must be (T>0, 3, S, S), got {tuple(t.shape)}")
+        if not self.fingerprint:
+            self.fingerprint = hashlib.sha256(t.detach().cpu().float().numpy().tobytes()).hexdigest()[:16]
+
+    @classmethod
+    def coerce(cls, obj) -> "ObjectSpec":
+        """Accept an ObjectSpec or a template archive object (`.id`/`.object_id` + `to_tensor()`)."""
+        if isinstance(obj, ObjectSpec):
+            return obj
+        oid = getattr(obj, "object_id", None) or getattr(obj, "id", None)
+        if oid is None or not hasattr(obj, "to_tensor"):
+            raise TypeError(f"cannot use {type(obj).__name__} as an object: need an id and to_tensor()")
+        meta = getattr(obj, "meta", {}) or {}
+        fp = str(meta.get("mesh_sha256", ""))[:16] if isinstance(meta, dict) else ""
+        return cls(str(oid), obj.to_tensor(), fp)
+
+
+class MaskModel(Protocol):
+    patch_size: int
+    grid: tuple[int, int]
+    object_capacity: int
+    mask_factor: int  # mask pixels per patch
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def template_features(self, obj: ObjectSpec) -> torch.Tensor: ...
+
+    def sample(self, image_features: torch.Tensor, template_features: torch.Tensor, ensemble: int,
+               stage: StageConfig, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class OCDiTMaskModel:
+    """OCDiT behind the MaskModel interface, with an in-memory (and optional on-disk)
+    template feature cache keyed by object fingerprint and backbone weights."""
+
+    def __init__(self, model: OCDiT, device: str | torch.device = "cpu", dtype: str = "float32",
+                 cache_dir: str | Path | None = None):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.dtype = dtype
+        cfg = model.config
+        self.patch_size = cfg.backbone.patch_size
+        self.grid = cfg.grid
+        self.template_size = tuple(s // self.patch_size * self.patch_size for s in cfg.template_size)
+        self.object_capacity = cfg.diffuser.max_num_classes
+        self.mask_factor = cfg.vae.downsampling
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._memory: dict[str, torch.Tensor] = {}
+        self._weights_hash: str | None = None
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    @property
+    def weights_hash(self) -> str:
+        if self._weights_hash is None:
+            h = hashlib.sha256()
+            for name, t in self.model.feature_extractor.state_dict().items():
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            self._weights_hash = h.hexdigest()[:16]
+        return self._weights_hash
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.dtype != "float32":
+            return torch.autocast("cuda", dtype=getattr(torch, self.dtype))
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.model.feature_extractor(self.model.normalize(images.to(self.device))).float()
+
+    @torch.inference_mode()
+    def template_features(self, obj: ObjectSpec) -> torch.Tensor:
+        key = f"{obj.object_id}-{obj.fingerprint}-{self.weights_hash}-{self.template_size[0]}x{self.template_size[1]}"
+        if key in self._memory:
+            self.cache_hits += 1
+            return self._memory[key]
+        path = self.cache_dir / f"{key}.safetensors" if self.cache_dir else None
+        feats = None
+        if path is not None and path.is_file():
+            from safetensors.torch import load_file
+
+            feats = load_file(str(path))["features"].to(self.device)
+            self.cache_hits += 1
+        if feats is None:
+            self.cache_misses += 1
+            t = obj.templates.to(self.device, torch.float32)
+            if tuple(t.shape[-2:]) != self.template_size:
+                t = F.interpolate(t, size=self.template_size, mode="bilinear", antialias=True, align_corners=False)
+            with self._autocast():
+                feats = self.model.feature_extractor(self.model.normalize(t.clamp(0, 1))).float()
+            if path is not None:
+                from safetensors.torch import save_file
+
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({"features": feats.cpu().contiguous()}, str(path))
+        self._memory[key] = feats
+        return feats
+
+    @torch.inference_mode()
+    def sample(self, image_features: torch.Tensor, template_features: torch.Tensor, ensemble: int,
+               stage: StageConfig, generator: torch.Generator) -> torch.Tensor:
+        sampler = SamplerConfig(num_steps=stage.num_steps, rho=stage.rho, s_churn=stage.s_churn)
+        with self._autocast():
+            cond = self.model.diffuser.condition(image_features, template_features)
+            return self.model.sample_masks(cond, ensemble, generator, sampler).float()

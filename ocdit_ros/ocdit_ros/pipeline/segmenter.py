@@ -1,0 +1,284 @@
+"""Two-stage OC-DiT segmentation: coarse proposals on the full image, refinement per proposal.
+
+    seg = Segmenter(coarse_model, refine_model, PipelineConfig())
+    result = seg.segment(image, objects)        # image: (H, W, 3) uint8 RGB
+    for inst in result.instances: inst.object_id, inst.score, inst.mask, inst.bbox
+
+1. Coarse: the image (and A-1 zoomed crops) are resampled to the model grid; the backbone runs
+   once per view; all objects are sampled E times per view (objects beyond the model's
+   capacity are processed in chunks). Members are mapped back to the image and clustered per
+   object into instance proposals (aggregate.py).
+2. Refine: each proposal above `proposal_threshold` is cropped around its modal box (A_r
+   jittered crops, E_r seeds each, all proposals batched), conditioned on its object only,
+   mapped back and averaged. score = mean probability of the predicted foreground; proposals
+   below `score_threshold` are rejected as false positives.
+3. Overlaps are resolved per pixel in favour of the highest score x probability; masks are
+   returned at the input resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..model import OCDiT
+from .aggregate import Member, Proposal, cluster_members, resolve_overlaps
+from .config import PipelineConfig, StageConfig
+from .mask_model import MaskModel, OCDiTMaskModel, ObjectSpec
+from .views import View, augmentation_views, full_view, jittered_views, region_view
+
+MAX_SIDE = 8192
+VIEWS_PER_CALL = 16  # bounds memory of one backbone/sampler call
+
+
+@dataclass
+class Instance:
+    object_id: str
+    instance_id: int  # 1-based, unique within one result
+    score: float
+    mask: np.ndarray  # (H, W) bool at the input resolution
+    bbox: tuple[int, int, int, int]  # modal box (x0, y0, x1, y1), x1/y1 exclusive
+    agreement: float  # mean IoU of the ensemble members with the final mask
+    uncertainty: np.ndarray  # (H, W) float32 per-pixel variance across members
+    stage: str  # "coarse" or "refined"
+    coarse_confidence: float
+
+
+@dataclass
+class SegmentationResult:
+    instances: list[Instance]
+    image_size: tuple[int, int]
+    stage: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    num_proposals: int = 0
+
+
+class Segmenter:
+    def __init__(self, coarse: OCDiT | MaskModel, refine: OCDiT | MaskModel | None = None,
+                 config: PipelineConfig | None = None, cache_dir: str | None = None):
+        self.config = (config or PipelineConfig()).validate()
+        self.coarse = self._wrap(coarse, cache_dir)
+        # One model can do both stages (the paper found dedicated refine weights better).
+        self.refine = self._wrap(refine, cache_dir) if refine is not None else self.coarse
+
+    def _wrap(self, model, cache_dir):
+        if isinstance(model, OCDiT):
+            return OCDiTMaskModel(model, self.config.device, self.config.dtype, cache_dir)
+        return model
+
+    # ------------------------------------------------------------------------------------
+    def segment(self, image, objects: Sequence, config: PipelineConfig | None = None,
+                stage: str = "refined") -> SegmentationResult:
+        """Segment `objects` in `image`. `stage="coarse"` stops after the coarse stage."""
+        cfg = (config or self.config).validate()
+        specs = [ObjectSpec.coerce(o) for o in objects]
+        if not specs:
+            raise ValueError("no objects to segment: pass at least one object's templates")
+        ids = [s.object_id for s in specs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"object ids must be unique, got {ids}")
+        img = to_image_tensor(image)
+        h, w = img.shape[-2:]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        timings: dict[str, float] = {}
+        ws = min(1.0, cfg.work_size / max(h, w))
+        work_hw = (max(1, round(h * ws)), max(1, round(w * ws)))
+
+        t0 = time.perf_counter()
+        grid = tuple(max(1, round(g * cfg.coarse_grid_scale)) for g in self.coarse.grid)
+        base = full_view(h, w, grid, self.coarse.patch_size)
+        views = augmentation_views(base, cfg.coarse.augmentations, cfg.augmentation_zoom)
+        members = self._run_views(self.coarse, img, views, [specs] * len(views), cfg.coarse, gen, work_hw, ws, timings)
+        proposals = self._cluster(members, cfg, ws)
+        if cfg.guided_augmentation and proposals:
+            box = _union_box([p.mask(cfg.mask_threshold) for p in proposals], ws, margin=0.1)
+            guided = region_view(box, (base.canvas_h, base.canvas_w))
+            extra = self._run_views(self.coarse, img, [guided], [specs], cfg.coarse, gen, work_hw, ws, timings)
+            members = [m + e for m, e in zip(members, extra)]
+            proposals = self._cluster(members, cfg, ws)
+        timings["coarse_total"] = (time.perf_counter() - t0) * 1e3
+        proposals = [p for p in proposals if p.confidence >= cfg.proposal_threshold][: cfg.max_instances]
+
+        do_refine = stage == "refined" and cfg.refine_enabled and proposals
+        t1 = time.perf_counter()
+        if do_refine:
+            scored = self._refine(img, specs, proposals, cfg, gen, work_hw, ws, timings)
+            final = [(p, s, obj) for p, s, obj in scored if s >= cfg.score_threshold]
+        else:
+            final = [(p, p.confidence, p.object_index) for p in proposals]
+        timings["refine_total"] = (time.perf_counter() - t1) * 1e3 if do_refine else 0.0
+
+        t2 = time.perf_counter()
+        instances = self._instances(final, specs, (h, w), cfg, "refined" if do_refine else "coarse")
+        timings["postprocess"] = (time.perf_counter() - t2) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return SegmentationResult(instances, (h, w), "refined" if do_refine else "coarse", timings, len(proposals))
+
+    # ------------------------------------------------------------------------------------
+    def _run_views(self, model: MaskModel, img: torch.Tensor, views: list[View], objects: list[list[ObjectSpec]],
+                   stage: StageConfig, gen: torch.Generator, work_hw, ws, timings) -> list[list[Member]]:
+        """Sample every view with its objects; members grouped by object position."""
+        n_obj = len(objects[0])
+        members: list[list[Member]] = [[] for _ in range(n_obj)]
+        cap = self.config.max_objects_per_pass or model.object_capacity
+        for start in range(0, len(views), VIEWS_PER_CALL):
+            chunk = views[start:start + VIEWS_PER_CALL]
+            objs = objects[start:start + VIEWS_PER_CALL]
+            t = time.perf_counter()
+            batch = torch.stack([v.render(img) for v in chunk])
+            feats = model.image_features(batch)
+            _add(timings, "features", t)
+            for o0 in range(0, n_obj, cap):
+                t = time.perf_counter()
+                tf = _stack_templates(model, [o[o0:o0 + cap] for o in objs])
+                _add(timings, "template_features", t)
+                t = time.perf_counter()
+                probs = model.sample(feats, tf, stage.ensemble, stage, gen)  # (V, E, n, hm, wm)
+                _add(timings, "sampling", t)
+                t = time.perf_counter()
+                for v, view in enumerate(chunk):
+                    back, valid = view.to_input(probs[v].cpu(), work_hw, ws)
+                    for e in range(back.shape[0]):
+                        for k in range(back.shape[1]):
+                            members[o0 + k].append(Member(back[e, k] * valid, valid))
+                _add(timings, "mapping", t)
+        return members
+
+    def _cluster(self, members: list[list[Member]], cfg: PipelineConfig, ws: float) -> list[Proposal]:
+        min_area = math.ceil(cfg.min_mask_area * ws * ws)  # input pixels -> work-grid pixels
+        props = []
+        for i, ms in enumerate(members):
+            props += cluster_members(ms, i, cfg.mask_threshold, cfg.cluster_iou, min_area, cfg.min_support)
+        props.sort(key=lambda p: -p.confidence)
+        return props
+
+    def _refine(self, img, specs, proposals, cfg, gen, work_hw, ws, timings):
+        model = self.refine
+        canvas = (model.grid[0] * model.patch_size, model.grid[1] * model.patch_size)
+        candidates = list(range(len(specs))) if cfg.relabel else None
+        views, objs, owners = [], [], []
+        for pi, p in enumerate(proposals):
+            box = _union_box([p.mask(cfg.mask_threshold)], ws, margin=0.0)
+            crops = jittered_views(box, canvas, cfg.refine.augmentations, cfg.refine_margin, cfg.refine_jitter, gen)
+            for k in (candidates if candidates is not None else [p.object_index]):
+                for v in crops:
+                    views.append(v)
+                    objs.append([specs[k]])
+                    owners.append((pi, k))
+        members = self._run_views(model, img, views, objs, cfg.refine, gen, work_hw, ws, timings)[0]
+        per_view = cfg.refine.ensemble
+        grouped: dict[tuple[int, int], list[Member]] = {}
+        for i, owner in enumerate(owners):
+            grouped.setdefault(owner, []).extend(members[i * per_view:(i + 1) * per_view])
+        results = []
+        for pi, p in enumerate(proposals):
+            best = None
+            for k in (candidates if candidates is not None else [p.object_index]):
+                ms = grouped[(pi, k)]
+                probs = torch.stack([m.prob for m in ms])
+                valid = torch.stack([m.valid for m in ms]).float()
+                count = valid.sum(0)
+                mean = (probs * valid).sum(0) / count.clamp_min(1)
+                var = ((probs - mean) ** 2 * valid).sum(0) / count.clamp_min(1)
+                fg = mean > cfg.mask_threshold
+                score = float(mean[fg].mean()) if fg.any() else 0.0
+                masks = [(m.prob > cfg.mask_threshold) for m in ms]
+                agreement = sum(_iou(mk, fg) for mk in masks) / len(masks)
+                refined = Proposal(k, mean, var, p.support, p.confidence, agreement, len(ms))
+                if best is None or score > best[1]:
+                    best = (refined, score, k)
+            results.append(best)
+        return results
+
+    def _instances(self, final, specs, hw, cfg, stage) -> list[Instance]:
+        if not final:
+            return []
+        final = sorted(final, key=lambda f: -f[1])[: cfg.max_instances]
+        probs = [F.interpolate(p.prob[None, None], size=hw, mode="bilinear", align_corners=False)[0, 0]
+                 for p, _, _ in final]
+        masks = resolve_overlaps(probs, [s for _, s, _ in final], cfg.mask_threshold)
+        out = []
+        for (p, score, k), mask in zip(final, masks):
+            if mask.sum().item() < max(cfg.min_mask_area, 1):
+                continue
+            var = F.interpolate(p.variance[None, None], size=hw, mode="bilinear", align_corners=False)[0, 0]
+            m = mask.numpy()
+            out.append(Instance(specs[k].object_id, len(out) + 1, float(score), m, mask_bbox(m), float(p.agreement),
+                                var.numpy().astype(np.float32), stage, float(p.confidence)))
+        return out
+
+
+# -- helpers --------------------------------------------------------------------------------
+def to_image_tensor(image) -> torch.Tensor:
+    """(H, W, 3) uint8/float RGB numpy, or (3, H, W) float tensor -> (3, H, W) float32 in [0, 1]."""
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise ValueError(f"image tensor must be (3, H, W) RGB, got {tuple(t.shape)}")
+        t = t.float()
+    else:
+        a = np.asarray(image)
+        if a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)  # mono -> RGB
+        if a.ndim != 3 or a.shape[2] not in (3, 4):
+            raise ValueError(f"image must be (H, W, 3) RGB, got shape {a.shape}")
+        a = a[..., :3]
+        if a.dtype == np.uint8:
+            t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0
+        elif a.dtype == np.uint16:
+            t = torch.from_numpy(a.astype(np.float32)).permute(2, 0, 1) / 65535.0
+        elif np.issubdtype(a.dtype, np.floating):
+            t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)
+        else:
+            raise ValueError(f"image dtype {a.dtype} not supported: use uint8, uint16 or float in [0, 1]")
+    h, w = t.shape[-2:]
+    if h < 2 or w < 2 or max(h, w) > MAX_SIDE:
+        raise ValueError(f"image size {h}x{w} is outside the supported range 2..{MAX_SIDE} px")
+    if not torch.isfinite(t).all():
+        raise ValueError("image contains NaN or infinite values")
+    return t.clamp(0, 1)
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return (0, 0, 0, 0)
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
+
+def _stack_templates(model: MaskModel, objs: list[list[ObjectSpec]]) -> torch.Tensor:
+    """(V, n, T, C, h, w); objects with fewer views repeat theirs cyclically up to the most."""
+    feats = [[model.template_features(o) for o in row] for row in objs]
+    t_max = max(f.shape[0] for row in feats for f in row)
+    rows = []
+    for row in feats:
+        rows.append(torch.stack([f[torch.arange(t_max) % f.shape[0]] for f in row]))
+    return torch.stack(rows)
+
+
+def _union_box(masks: list[torch.Tensor], ws: float, margin: float) -> tuple[float, float, float, float]:
+    """Input-pixel box around work-grid masks, grown by `margin` of its size."""
+    union = torch.stack(masks).any(0)
+    ys, xs = torch.nonzero(union, as_tuple=True)
+    x0, x1 = xs.min().item() / ws, (xs.max().item() + 1) / ws
+    y0, y1 = ys.min().item() / ws, (ys.max().item() + 1) / ws
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    return (x0 - mx, y0 - my, x1 + mx, y1 + my)
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = (a | b).sum().item()
+    return (a & b).sum().item() / union if union else 0.0
+
+
+def _add(timings: dict[str, float], key: str, t0: float) -> None:
+    timings[key] = timings.get(key, 0.0) + (time.perf_counter() - t0) * 1e3
+
+
+__all__ = ["Instance", "SegmentationResult", "Segmenter", "mask_bbox", "to_image_tensor"]

@@ -95,13 +95,13 @@ class Segmenter:
         base = full_view(h, w, grid, self.coarse.patch_size)
         views = augmentation_views(base, cfg.coarse.augmentations, cfg.augmentation_zoom)
         members = self._run_views(self.coarse, img, views, [specs] * len(views), cfg.coarse, gen, work_hw, ws, timings)
-        proposals = self._cluster(members, cfg, ws)
+        proposals = self._cluster(members, cfg, ws, timings)
         if cfg.guided_augmentation and proposals:
             box = _union_box([p.mask(cfg.mask_threshold) for p in proposals], ws, margin=0.1)
             guided = region_view(box, (base.canvas_h, base.canvas_w))
             extra = self._run_views(self.coarse, img, [guided], [specs], cfg.coarse, gen, work_hw, ws, timings)
             members = [m + e for m, e in zip(members, extra)]
-            proposals = self._cluster(members, cfg, ws)
+            proposals = self._cluster(members, cfg, ws, timings)
         timings["coarse_total"] = (time.perf_counter() - t0) * 1e3
         proposals = [p for p in proposals if p.confidence >= cfg.proposal_threshold][: cfg.max_instances]
 
@@ -150,12 +150,15 @@ class Segmenter:
                 _add(timings, "mapping", t)
         return members
 
-    def _cluster(self, members: list[list[Member]], cfg: PipelineConfig, ws: float) -> list[Proposal]:
+    def _cluster(self, members: list[list[Member]], cfg: PipelineConfig, ws: float,
+                 timings: dict[str, float]) -> list[Proposal]:
+        t0 = time.perf_counter()
         min_area = math.ceil(cfg.min_mask_area * ws * ws)  # input pixels -> work-grid pixels
         props = []
         for i, ms in enumerate(members):
             props += cluster_members(ms, i, cfg.mask_threshold, cfg.cluster_iou, min_area, cfg.min_support)
         props.sort(key=lambda p: -p.confidence)
+        _add(timings, "aggregation", t0)
         return props
 
     def _refine(self, img, specs, proposals, cfg, gen, work_hw, ws, timings):

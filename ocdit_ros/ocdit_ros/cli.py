@@ -1,0 +1,37 @@
+"""The `ocdit` command: `ocdit templates render ...`, `ocdit segment ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocdit", description="OC-DiT instance segmentation from CAD templates.")
+    parser.add_argument("--version", action="version", version=f"ocdit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from .pipeline import cli as segment_cli
+
+    segment_cli.add_parser(sub).set_defaults(run=segment_cli.run)
+    try:
+        from .templates import cli as templates_cli
+    except ImportError:  # the template renderer's optional dependencies are missing
+        templates_cli = None
+    if templates_cli is not None:
+        templates_cli.add_parser(sub).set_defaults(run=templates_cli.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0 if argv is None and len(sys.argv) == 1 else 2
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -35,12 +35,15 @@ class CliError(Exception):
 
 
 def load_objects(folder: str):
-    from ..templates import load_template_dir
+    from ..templates import ArchiveError, load_template_dir
 
     path = Path(folder)
     if not path.is_dir():
         raise CliError(f"--objects {folder}: not a folder; render templates with 'ocdit templates render MESH --out {folder}'")
-    objects = load_template_dir(path)
+    try:
+        objects = load_template_dir(path)
+    except ArchiveError as exc:
+        raise CliError(f"--objects {folder}: {exc}") from None
     if not objects:
         raise CliError(f"--objects {folder}: no template archives (*.npz + *.json) found")
     return objects
@@ -84,7 +87,8 @@ def run(args) -> int:
 
     out = Path(args.out)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    category_ids = {o: i + 1 for i, o in enumerate(sorted(getattr(x, "id", getattr(x, "object_id", "")) for x in objects))}
+    # BOP category ids: the number in BOP names (obj_000005 -> 5), else the 1-based sorted position.
+    category_ids = {o.id: _category_id(o.id, i) for i, o in enumerate(sorted(objects, key=lambda o: o.id))}
     records, bop, failed = [], [], []
     for index, name in enumerate(_progress(args.images)):
         path = Path(name)
@@ -109,6 +113,11 @@ def run(args) -> int:
     print(f"segmented {len(records)} image(s), {sum(len(r['instances']) for r in records)} instance(s); "
           f"results in {out / 'results.json'}")
     return 1 if failed else 0
+
+
+def _category_id(object_id: str, index: int) -> int:
+    digits = "".join(ch for ch in object_id.rsplit("_", 1)[-1] if ch.isdigit())
+    return int(digits) if object_id.startswith("obj_") and digits else index + 1
 
 
 def _progress(items):

@@ -232,6 +232,8 @@ def to_image_tensor(image) -> torch.Tensor:
         if a.ndim != 3 or a.shape[2] not in (3, 4):
             raise ValueError(f"image must be (H, W, 3) RGB, got shape {a.shape}")
         a = a[..., :3]
+        if not a.flags.writeable:  # torch wants writable memory (e.g. arrays from PIL)
+            a = a.copy()
         if a.dtype == np.uint8:
             t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0
         elif a.dtype == np.uint16:

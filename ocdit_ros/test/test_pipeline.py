@@ -255,3 +255,20 @@ def test_bad_objects_are_rejected_with_reasons(tiny_segmenter):
         tiny_segmenter.segment(img, [_objs()[0], _objs()[0]])
     with pytest.raises(ValueError, match="templates must be"):
         ObjectSpec("x", torch.zeros(0, 3, 14, 14))
+
+
+def test_template_features_are_cached_on_disk_across_segmenters(tmp_path):
+    torch.manual_seed(0)
+    model = OCDiT.from_config(tiny())
+    cfg = PipelineConfig(coarse=StageConfig(ensemble=1), refine_enabled=False)
+    img = np.zeros((56, 56, 3), np.uint8)
+    first = Segmenter(model, config=cfg, cache_dir=str(tmp_path))
+    first.segment(img, _objs()[:2])
+    assert first.coarse.cache_misses == 2 and len(list(tmp_path.glob("*.safetensors"))) == 2
+    second = Segmenter(model, config=cfg, cache_dir=str(tmp_path))
+    second.segment(img, _objs()[:2])
+    assert second.coarse.cache_misses == 0 and second.coarse.cache_hits == 2
+    changed = _objs()[:1]
+    changed[0].templates[0, 0, 0, 0] += 0.5  # other pixels -> other fingerprint -> recomputed
+    second.segment(img, [ObjectSpec("o0", changed[0].templates)])
+    assert second.coarse.cache_misses == 1

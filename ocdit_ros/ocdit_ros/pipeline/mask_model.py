@@ -43,9 +43,7 @@ class ObjectSpec:
         oid = getattr(obj, "object_id", None) or getattr(obj, "id", None)
         if oid is None or not hasattr(obj, "to_tensor"):
             raise TypeError(f"cannot use {type(obj).__name__} as an object: need an id and to_tensor()")
-        meta = getattr(obj, "meta", {}) or {}
-        fp = str(meta.get("mesh_sha256", ""))[:16] if isinstance(meta, dict) else ""
-        return cls(str(oid), obj.to_tensor(), fp)
+        return cls(str(oid), obj.to_tensor())  # fingerprint: hash of the template pixels
 
 
 class MaskModel(Protocol):

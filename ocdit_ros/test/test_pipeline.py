@@ -21,11 +21,12 @@ RED, BLUE, GREEN = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0)
 class ColourOracle:
     """MaskModel that marks pixels matching the object's template colour (optionally remapped)."""
 
-    def __init__(self, grid=(16, 16), capacity=8, remap=None, drop=(), keep_prob=1.0):
+    def __init__(self, grid=(16, 16), capacity=8, remap=None, drop=(), keep_prob=1.0, one_instance_per_member=False):
         self.patch_size, self.grid, self.object_capacity, self.mask_factor = 14, grid, capacity, 16
         self.remap = remap or {}
         self.drop = set(drop)
         self.keep_prob = keep_prob
+        self.one_instance_per_member = one_instance_per_member
         self.calls = []
 
     def image_features(self, images):
@@ -50,8 +51,19 @@ class ColourOracle:
                 m = F.interpolate(hit[None, None], size=out.shape[-2:], mode="nearest")[0, 0]
                 for e in range(ensemble):
                     if self.keep_prob >= 1 or torch.rand(1, generator=gen).item() < self.keep_prob:
-                        out[i, e, k] = m
+                        out[i, e, k] = self._pick(m, e) if self.one_instance_per_member else m
         return out
+
+
+    @staticmethod
+    def _pick(mask, member):
+        """Like one object query in one ensemble member: a single instance (member-dependent)."""
+        from scipy import ndimage
+
+        labels, count = ndimage.label(mask.numpy() > 0)
+        if count == 0:
+            return mask
+        return torch.from_numpy(labels == 1 + member % count).float()
 
 
 def scene(h=300, w=500):
@@ -272,3 +284,19 @@ def test_template_features_are_cached_on_disk_across_segmenters(tmp_path):
     changed[0].templates[0, 0, 0, 0] += 0.5  # other pixels -> other fingerprint -> recomputed
     second.segment(img, [ObjectSpec("o0", changed[0].templates)])
     assert second.coarse.cache_misses == 1
+
+
+def test_several_instances_of_one_object_become_separate_instances():
+    img, gt = scene()
+    img[200:260, 40:100] = RED  # a second red instance
+    second = np.zeros(img.shape[:2], bool)
+    second[200:260, 40:100] = True
+    oracle = ColourOracle(one_instance_per_member=True)
+    cfg = PipelineConfig(coarse=StageConfig(ensemble=4), refine_enabled=False, work_size=500, **LOOSE)
+    result = Segmenter(oracle, config=cfg).segment(img, [obj("red", RED)])
+    assert [i.object_id for i in result.instances] == ["red", "red"]
+    masks = sorted((i.mask for i in result.instances), key=lambda m: np.nonzero(m)[0].min())
+    assert iou(masks[0], gt["red"]) > 0.9 and iou(masks[1], second) > 0.9
+    assert all(i.coarse_confidence == pytest.approx(0.5, abs=0.05) for i in result.instances)  # 2 of 4 members each
+    # Blind averaging would have merged them; clustering keeps the ids distinct.
+    assert sorted(i.instance_id for i in result.instances) == [1, 2]

@@ -1,0 +1,246 @@
+"""ROS 2 node: images in, OC-DiT instances out.
+
+    segment_node --ros-args -p weights:=coarse.safetensors -p templates_dir:=templates/ \
+                 -r image:=/camera/image_raw
+
+Subscribes `image` (sensor_msgs/Image, or CompressedImage with image_transport:=compressed)
+with sensor-data QoS (overridable through qos_overrides parameters). The callback only stores
+the newest frame in a one-slot hand-off; one worker thread segments it, so stale frames are
+dropped (and counted) instead of queued, and services and parameter changes stay responsive
+during a diffusion pass. Publishes, stamped with the input header: ~/instances
+(ocdit_msgs/InstanceArray, also when empty), ~/label_image (instance ids), ~/debug_image
+(overlay, rate-limited, off by default).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+
+from ocdit_msgs.msg import Instance, InstanceArray
+
+from ..pipeline import PipelineConfig
+from ..pipeline.export import label_image, overlay
+from .image_codec import ImageError, compressed_to_rgb, fill_image, image_to_rgb
+from .parameters import NODE_PARAMS, PIPELINE_PARAMS, check_node_value, declare_all
+
+
+class LatestFrame:
+    """One-slot hand-off: a new frame replaces an unprocessed one (which counts as dropped)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._msg = None
+        self.received = 0
+        self.dropped = 0
+        self.closed = False
+
+    def put(self, msg) -> None:
+        with self._cond:
+            self.received += 1
+            if self._msg is not None:
+                self.dropped += 1
+            self._msg = msg
+            self._cond.notify()
+
+    def take(self, timeout: float = 0.5):
+        with self._cond:
+            if self._msg is None and not self.closed:
+                self._cond.wait(timeout)
+            msg, self._msg = self._msg, None
+            return msg
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class SegmentNode(Node):
+    def __init__(self, node_name: str = "ocdit_segment", **kwargs):
+        super().__init__(node_name, **kwargs)
+        declared = declare_all(self)
+        ro = declared.read_only
+        pipeline = {k: v for k, v in declared.pipeline.items()}
+        self.config = PipelineConfig().replace(**pipeline, device=ro["device"], dtype=ro["dtype"])
+        self.node_params = dict(declared.node)
+        self._lock = threading.Lock()
+
+        from ..model import OCDiT, load_config, load_model
+        from ..pipeline import Segmenter
+        from ..templates import load_template_dir
+
+        model_cfg = load_config(ro["model_config"]) if ro["model_config"] else None
+        if ro["weights"]:
+            coarse = load_model(ro["weights"], model_cfg, ro["device"])
+        elif model_cfg is not None:
+            self.get_logger().warning(f"no weights: RANDOM weights of model config {ro['model_config']!r} (testing only)")
+            import torch
+
+            torch.manual_seed(0)
+            coarse = OCDiT.from_config(model_cfg)
+        else:
+            raise ValueError("set the 'weights' parameter (a .safetensors file or save_pretrained folder)")
+        refine = load_model(ro["refine_weights"], model_cfg, ro["device"]) if ro["refine_weights"] else None
+        self.segmenter = Segmenter(coarse, refine, self.config)
+        if not ro["templates_dir"]:
+            raise ValueError("set the 'templates_dir' parameter to a folder of template archives")
+        self.objects = {o.id: o for o in load_template_dir(Path(ro["templates_dir"]))}
+        if not self.objects:
+            raise ValueError(f"templates_dir {ro['templates_dir']} holds no template archives")
+
+        self.frames = LatestFrame()
+        self.processed = 0
+        self._last_debug = 0.0
+        qos_out = QoSProfile(depth=5)
+        self.pub_instances = self.create_publisher(InstanceArray, "~/instances", qos_out)
+        self.pub_labels = self.create_publisher(Image, "~/label_image", qos_out)
+        self.pub_debug = self.create_publisher(Image, "~/debug_image", qos_out)
+        compressed = ro["image_transport"] == "compressed"
+        if ro["image_transport"] not in ("raw", "compressed"):
+            raise ValueError(f"image_transport must be raw or compressed, got {ro['image_transport']!r}")
+        self._decode = compressed_to_rgb if compressed else image_to_rgb
+        sensor = QoSProfile(history=qos_profile_sensor_data.history, depth=1,
+                            reliability=qos_profile_sensor_data.reliability,
+                            durability=qos_profile_sensor_data.durability)
+        self.sub = self.create_subscription(CompressedImage if compressed else Image, "image", self.frames.put, sensor,
+                                            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._warm_up()
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="ocdit_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"ready: {len(self.objects)} objects {sorted(self.objects)}, "
+                               f"device {self.config.device}, listening on {self.sub.topic_name}")
+
+    # -- parameters ------------------------------------------------------------------------
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        changes, node_changes = {}, {}
+        for p in params:
+            if p.name in PIPELINE_PARAMS:
+                changes[p.name] = p.value
+            elif p.name in NODE_PARAMS:
+                reason = check_node_value(p.name, p.value)
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
+                if p.name == "active_objects":
+                    unknown = [o for o in (p.value or []) if o and o not in self.objects]
+                    if unknown:
+                        return SetParametersResult(successful=False,
+                                                   reason=f"unknown objects {unknown}; loaded: {sorted(self.objects)}")
+                node_changes[p.name] = p.value
+        try:
+            new_config = self.config.replace(**changes) if changes else self.config
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        with self._lock:  # applies from the next frame on
+            self.config = new_config
+            self.node_params.update(node_changes)
+        return SetParametersResult(successful=True)
+
+    def active_objects(self) -> list:
+        wanted = [o for o in (self.node_params.get("active_objects") or []) if o]
+        return [self.objects[o] for o in wanted] if wanted else list(self.objects.values())
+
+    # -- processing ------------------------------------------------------------------------
+    def _warm_up(self) -> None:
+        t0 = time.perf_counter()
+        image = np.zeros((64, 64, 3), np.uint8)
+        self.segmenter.segment(image, self.active_objects()[:1], config=self.config.replace(
+            **{"coarse.ensemble": 1, "coarse.num_steps": 1, "refine_enabled": False}))
+        self.get_logger().info(f"warm-up done in {time.perf_counter() - t0:.2f} s")
+
+    def _work(self) -> None:
+        while self._running:
+            msg = self.frames.take()
+            if msg is None:
+                continue
+            try:
+                self.process(msg)
+            except ImageError as exc:
+                self.get_logger().warning(f"dropped a malformed image: {exc}")
+            except Exception as exc:  # a failed frame must not kill the node
+                self.get_logger().error(f"segmentation failed on a frame: {type(exc).__name__}: {exc}")
+
+    def process(self, msg) -> InstanceArray:
+        image = self._decode(msg)
+        with self._lock:
+            config, params = self.config, dict(self.node_params)
+        objects = self.active_objects()
+        if params["publish_coarse_first"] and config.refine_enabled:
+            coarse = self.segmenter.segment(image, objects, config=config, stage="coarse")
+            self.pub_instances.publish(self._to_msg(msg.header, coarse, image.shape[:2]))
+        result = self.segmenter.segment(image, objects, config=config)
+        out = self._to_msg(msg.header, result, image.shape[:2])
+        self.pub_instances.publish(out)
+        if params["publish_label_image"]:
+            labels = label_image(result.instances, image.shape[:2])
+            lab = fill_image(Image(), labels, params["label_encoding"])
+            lab.header = msg.header
+            self.pub_labels.publish(lab)
+        now = time.monotonic()
+        if params["publish_debug_image"] and now - self._last_debug >= 1.0 / params["debug_rate_hz"]:
+            self._last_debug = now
+            dbg = fill_image(Image(), overlay(image, result.instances), "rgb8")
+            dbg.header = msg.header
+            self.pub_debug.publish(dbg)
+        self.processed += 1
+        return out
+
+    def _to_msg(self, header, result, shape) -> InstanceArray:
+        out = InstanceArray()
+        out.header = header
+        out.stage = result.stage
+        t = result.timings_ms
+        out.latency_features_ms = float(t.get("features", 0.0))
+        out.latency_coarse_ms = float(t.get("coarse_total", 0.0))
+        out.latency_refine_ms = float(t.get("refine_total", 0.0))
+        out.latency_total_ms = float(t.get("total", 0.0))
+        for inst in result.instances:
+            m = Instance()
+            m.header = header
+            m.object_id = inst.object_id
+            m.instance_id = inst.instance_id
+            m.score = float(inst.score)
+            x0, y0, x1, y1 = inst.bbox
+            m.bbox = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0)
+            fill_image(m.mask, inst.mask.astype(np.uint8) * 255, "mono8")
+            m.mask.header = header
+            m.mask_agreement = float(inst.agreement)
+            out.instances.append(m)
+        return out
+
+    def destroy_node(self):
+        self._running = False
+        self.frames.close()
+        if getattr(self, "_worker", None) is not None:
+            self._worker.join(timeout=10)
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = SegmentNode()
+    except (ValueError, FileNotFoundError) as exc:
+        rclpy.logging.get_logger("ocdit_segment").fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,185 @@
+"""The segmentation node with real rclpy and DDS on loopback (no ROS mocks).
+
+The node, a peer node (camera + consumer) and a parameter client share one context and a
+multi-threaded executor spinning in the background, as in a real process.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="ROS 2 is set up by `make test`")
+import trimesh  # noqa: E402
+from rcl_interfaces.srv import DescribeParameters, SetParameters  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from ocdit_msgs.msg import InstanceArray  # noqa: E402
+from ocdit_ros.ros.image_codec import fill_image  # noqa: E402
+from ocdit_ros.ros.node import SegmentNode  # noqa: E402
+from ocdit_ros.templates import RenderSettings, render_or_load  # noqa: E402
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def templates_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tpl")
+    for name, colour in (("mug", [200, 40, 40, 255]), ("box", [40, 40, 200, 255])):
+        mesh = trimesh.creation.box(extents=(0.1, 0.06, 0.04))
+        mesh.visual.face_colors = np.tile(colour, (len(mesh.faces), 1))
+        mesh.export(d / f"{name}.ply")
+        render_or_load(d / f"{name}.ply", d, RenderSettings(views=12, template_size=42, render_size=96))
+    return d
+
+
+class Harness:
+    def __init__(self, templates_dir, namespace="/", **overrides):
+        self.ctx = rclpy.context.Context()
+        rclpy.init(context=self.ctx)
+        params = {"model_config": "tiny", "templates_dir": str(templates_dir), "coarse.ensemble": 1,
+                  "refine.ensemble": 1, "refine.augmentations": 1, "score_threshold": 0.0,
+                  "proposal_threshold": 0.0, "min_support": 0.0, **overrides}
+        self.node = SegmentNode(context=self.ctx, namespace=namespace,
+                                parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        ns = namespace.rstrip("/")
+        self.peer = rclpy.create_node("ocdit_test_peer", context=self.ctx, namespace=namespace)
+        self.results, self.labels = [], []
+        self.peer.create_subscription(InstanceArray, f"{ns}/ocdit_segment/instances", self.results.append, 50)
+        self.peer.create_subscription(Image, f"{ns}/ocdit_segment/label_image", self.labels.append, 50)
+        self.camera = self.peer.create_publisher(Image, f"{ns}/image", rclpy.qos.qos_profile_sensor_data)
+        self.set_client = self.peer.create_client(SetParameters, f"{ns}/ocdit_segment/set_parameters")
+        self.describe_client = self.peer.create_client(DescribeParameters, f"{ns}/ocdit_segment/describe_parameters")
+        self.executor = rclpy.executors.MultiThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.peer)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.camera.get_subscription_count() > 0, "the node's image subscription")
+        assert self.set_client.wait_for_service(timeout_sec=TIMEOUT)
+
+    def image(self, stamp_sec, h=60, w=80, seed=0, encoding="rgb8"):
+        arr = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+        msg = fill_image(Image(), arr if encoding == "rgb8" else arr[..., ::-1], encoding)
+        msg.header.frame_id = "camera_optical"
+        msg.header.stamp.sec = stamp_sec
+        return msg
+
+    def send_and_wait(self, msg):
+        n = len(self.results)
+        self.camera.publish(msg)
+        wait_for(lambda: len(self.results) > n, f"a result for stamp {msg.header.stamp.sec}")
+        return self.results[-1]
+
+    def set_params(self, **values):
+        req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        fut = self.set_client.call_async(req)
+        wait_for(fut.done, "set_parameters")
+        return fut.result().results
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.peer.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+def wait_for(cond, what, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def harness(templates_dir):
+    h = Harness(templates_dir)
+    yield h
+    h.close()
+
+
+def test_results_carry_the_input_header_and_consistent_masks(harness):
+    out = harness.send_and_wait(harness.image(11, seed=1, encoding="bgr8"))
+    assert out.header.stamp.sec == 11 and out.header.frame_id == "camera_optical"
+    assert out.stage in (InstanceArray.STAGE_COARSE, InstanceArray.STAGE_REFINED)
+    assert out.latency_total_ms > 0
+    wait_for(lambda: any(lab.header.stamp.sec == 11 for lab in harness.labels), "the label image")
+    lab = next(lab for lab in harness.labels if lab.header.stamp.sec == 11)
+    labels = np.frombuffer(bytes(lab.data), np.uint16).reshape(lab.height, lab.width)
+    assert (lab.encoding, lab.width, lab.height) == ("mono16", 80, 60)
+    assert set(np.unique(labels)) - {0} == {i.instance_id for i in out.instances}
+    for inst in out.instances:
+        assert inst.header.stamp.sec == 11 and inst.object_id in ("mug", "box")
+        assert (inst.mask.encoding, inst.mask.width, inst.mask.height) == ("mono8", 80, 60)
+        mask = np.frombuffer(bytes(inst.mask.data), np.uint8).reshape(60, 80)
+        assert set(np.unique(mask)) <= {0, 255}
+        assert np.array_equal(mask == 255, labels == inst.instance_id)
+        ys, xs = np.nonzero(mask)
+        assert (inst.bbox.x_offset, inst.bbox.y_offset) == (xs.min(), ys.min())
+        assert (inst.bbox.width, inst.bbox.height) == (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+
+
+def test_parameters_change_the_next_frame_and_bad_values_are_rejected(harness):
+    res = harness.set_params(score_threshold=1.0)
+    assert res[0].successful
+    out = harness.send_and_wait(harness.image(12))
+    assert out.header.stamp.sec == 12 and len(out.instances) == 0  # empty results are still published
+    res = harness.set_params(score_threshold=1.5)
+    assert not res[0].successful and "score_threshold" in res[0].reason
+    res = harness.set_params(label_encoding="jpeg")
+    assert not res[0].successful and "label_encoding" in res[0].reason
+    res = harness.set_params(active_objects=["nope"])
+    assert not res[0].successful and "unknown objects" in res[0].reason
+    res = harness.set_params(weights="/other.safetensors")
+    assert not res[0].successful and "read-only" in res[0].reason
+    assert harness.set_params(score_threshold=0.0, active_objects=["box"])[0].successful
+    out = harness.send_and_wait(harness.image(13))
+    assert {i.object_id for i in out.instances} <= {"box"}
+    fut = harness.describe_client.call_async(DescribeParameters.Request(names=["coarse.ensemble", "score_threshold", "weights"]))
+    wait_for(fut.done, "describe_parameters")
+    ens, thr, weights = fut.result().descriptors
+    assert (ens.integer_range[0].from_value, ens.integer_range[0].to_value) == (1, 32)
+    assert (thr.floating_point_range[0].from_value, thr.floating_point_range[0].to_value) == (0.0, 1.0)
+    assert weights.read_only and ens.description
+
+
+@pytest.mark.parametrize("mutate,why", [
+    (lambda m: setattr(m, "encoding", "yuv422_weird"), "unsupported encoding"),
+    (lambda m: setattr(m, "data", bytes(m.data)[:-7]), "expected height x step"),
+    (lambda m: setattr(m, "step", 3), "step"),
+    (lambda m: (setattr(m, "height", 0), setattr(m, "data", b"")), "empty image"),
+    (lambda m: setattr(m, "width", 100000), "limit"),
+])
+def test_malformed_images_are_dropped_and_the_node_keeps_working(harness, mutate, why):
+    bad = harness.image(20)
+    mutate(bad)
+    n = len(harness.results)
+    harness.camera.publish(bad)
+    time.sleep(0.3)
+    assert len(harness.results) == n  # nothing published for the bad frame
+    out = harness.send_and_wait(harness.image(21))
+    assert out.header.stamp.sec == 21
+
+
+def test_burst_drops_stale_frames(templates_dir):
+    h = Harness(templates_dir, namespace="/burst", **{"coarse.ensemble": 4, "coarse.num_steps": 20})
+    try:
+        for k in range(30):  # ~30 Hz into a pipeline far slower than that
+            h.camera.publish(h.image(100 + k, seed=k))
+            time.sleep(1 / 30)
+        # Best-effort transport may lose a frame itself: repeat the final one until it is answered.
+        deadline = time.monotonic() + TIMEOUT
+        while not (h.results and h.results[-1].header.stamp.sec == 200):
+            assert time.monotonic() < deadline, "no result for the final frame"
+            h.camera.publish(h.image(200))
+            time.sleep(0.5)
+        stamps = [r.header.stamp.sec for r in h.results]
+        assert len(stamps) < 30 and h.node.frames.dropped > 0  # stale frames were skipped, not queued
+        assert stamps == sorted(stamps) and stamps[-1] == 200  # results refer to recent frames, in order
+        # Every received frame was either processed or dropped; none is left queued.
+        wait_for(lambda: h.node.processed + h.node.frames.dropped == h.node.frames.received, "the worker to settle")
+    finally:
+        h.close()

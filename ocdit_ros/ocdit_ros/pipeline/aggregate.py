@@ -37,12 +37,12 @@ class Proposal:
         return self.prob > threshold
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     union = (a | b).sum().item()
     return (a & b).sum().item() / union if union else 0.0
 
 
-def cluster_members(members: list[Member], object_index: int, threshold: float, iou: float,
+def cluster_members(members: list[Member], object_index: int, threshold: float, min_iou: float,
                     min_area: int, min_support: float) -> list[Proposal]:
     """Greedy IoU clustering of one object's members into proposals, best first."""
     masks = [m.prob > threshold for m in members]
@@ -52,9 +52,9 @@ def cluster_members(members: list[Member], object_index: int, threshold: float, 
     clusters: list[list[int]] = []
     cluster_masks: list[torch.Tensor] = []
     for i in present:
-        scores = [_iou(masks[i], cm) for cm in cluster_masks]
+        scores = [iou(masks[i], cm) for cm in cluster_masks]
         best = max(range(len(scores)), key=scores.__getitem__, default=None)
-        if best is not None and scores[best] >= iou:
+        if best is not None and scores[best] >= min_iou:
             clusters[best].append(i)
             cluster_masks[best] = _mean_prob(members, clusters[best])[0] > threshold
         else:
@@ -71,7 +71,7 @@ def cluster_members(members: list[Member], object_index: int, threshold: float, 
         support = len(idx) / max(len(voters), len(idx))
         prob, var = _mean_prob(members, idx)
         fg = prob[cmask].mean().item()
-        agreement = sum(_iou(masks[j], cmask) for j in idx) / len(idx)
+        agreement = sum(iou(masks[j], cmask) for j in idx) / len(idx)
         proposals.append(Proposal(object_index, prob, var, support, support * fg, agreement, len(idx)))
     proposals = [p for p in proposals if p.support >= min_support]
     proposals.sort(key=lambda p: -p.confidence)
@@ -79,9 +79,13 @@ def cluster_members(members: list[Member], object_index: int, threshold: float, 
 
 
 def _mean_prob(members: list[Member], idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return member_mean([members[j] for j in idx])
+
+
+def member_mean(members: list[Member]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel mean and variance over the members that covered each pixel."""
-    probs = torch.stack([members[j].prob for j in idx])
-    valid = torch.stack([members[j].valid for j in idx]).float()
+    probs = torch.stack([m.prob for m in members])
+    valid = torch.stack([m.valid for m in members]).float()
     count = valid.sum(0).clamp_min(1)
     mean = (probs * valid).sum(0) / count
     var = ((probs - mean) ** 2 * valid).sum(0) / count

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import OCDiT
-from .aggregate import Member, Proposal, cluster_members, resolve_overlaps
+from .aggregate import Member, Proposal, cluster_members, iou, member_mean, resolve_overlaps
 from .config import PipelineConfig, StageConfig
 from .mask_model import MaskModel, OCDiTMaskModel, ObjectSpec
 from .views import View, augmentation_views, full_view, jittered_views, region_view
@@ -184,15 +184,11 @@ class Segmenter:
             best = None
             for k in (candidates if candidates is not None else [p.object_index]):
                 ms = grouped[(pi, k)]
-                probs = torch.stack([m.prob for m in ms])
-                valid = torch.stack([m.valid for m in ms]).float()
-                count = valid.sum(0)
-                mean = (probs * valid).sum(0) / count.clamp_min(1)
-                var = ((probs - mean) ** 2 * valid).sum(0) / count.clamp_min(1)
+                mean, var = member_mean(ms)
                 fg = mean > cfg.mask_threshold
                 score = float(mean[fg].mean()) if fg.any() else 0.0
                 masks = [(m.prob > cfg.mask_threshold) for m in ms]
-                agreement = sum(_iou(mk, fg) for mk in masks) / len(masks)
+                agreement = sum(iou(mk, fg) for mk in masks) / len(masks)
                 refined = Proposal(k, mean, var, p.support, p.confidence, agreement, len(ms))
                 if best is None or score > best[1]:
                     best = (refined, score, k)
@@ -275,11 +271,6 @@ def _union_box(masks: list[torch.Tensor], ws: float, margin: float) -> tuple[flo
     y0, y1 = ys.min().item() / ws, (ys.max().item() + 1) / ws
     mx, my = (x1 - x0) * margin, (y1 - y0) * margin
     return (x0 - mx, y0 - my, x1 + mx, y1 + my)
-
-
-def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    union = (a | b).sum().item()
-    return (a & b).sum().item() / union if union else 0.0
 
 
 def _add(timings: dict[str, float], key: str, t0: float) -> None:

@@ -1,26 +1,44 @@
 """ocdit_ros: an ament_python ROS 2 package whose ML core also installs with plain pip."""
 
-from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "ocdit_ros"
+HERE = Path(__file__).resolve().parent
+
+
+def data_files():
+    """The ROS layout: what `colcon build` / `ros2 run` / `ros2 launch` look for under the prefix."""
+    files = [
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+    ]
+    for subdir, pattern in [("launch", "*.launch.py"), ("config", "*.yaml")]:
+        # Relative to this file (setuptools wants relative paths), whatever the working directory;
+        # an empty directory contributes no entry rather than an empty one.
+        matches = sorted(p.relative_to(HERE).as_posix() for p in (HERE / subdir).glob(pattern))
+        if matches:
+            files.append((f"share/{PACKAGE}/{subdir}", matches))
+    return files
+
 
 setup(
     name=PACKAGE,
     version="0.1.0",
     description="OC-DiT zero-shot instance segmentation (clean-room PyTorch) with a ROS 2 node",
     packages=find_packages(exclude=["test", "test.*"]),
-    data_files=[
-        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
-    ],
+    # Same as the default, but said explicitly so that setuptools makes `pip install -e` a plain
+    # path entry (a .pth with this directory, as colcon's `setup.py develop` does) rather than an
+    # import hook that runs after the path search. With the hook, a run from the repository root
+    # (`python -m ocdit_ros.demo`, pytest) finds this *directory* ocdit_ros/ first and imports it
+    # as an empty namespace package: `ocdit_ros.__version__` is missing and `from . import` fails.
+    package_dir={"": "."},
+    data_files=data_files(),
     # The ML core only; rclpy and the messages come from ROS (or `make`), imported lazily.
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4", "pyyaml>=6", "pillow>=9"],
-    extras_require={"eval": ["pycocotools>=2.0.7"], "progress": ["tqdm>=4"]},
+    extras_require={"eval": ["pycocotools>=2.0.7"], "progress": ["tqdm>=4"], "templates": ["trimesh>=4", "scipy"]},
     python_requires=">=3.10",
     zip_safe=True,
-    entry_points={"console_scripts": ["ocdit = ocdit_ros.cli:main"]},
+    entry_points={"console_scripts": ["ocdit = ocdit_ros.cli:main", "segment_node = ocdit_ros.segment_node:main"]},
 )

@@ -1,29 +1,35 @@
 #!/usr/bin/env bash
-# Build a ROS 2 interface package (ament_cmake + rosidl) with plain CMake and install it into
-# the virtual environment, so `import <pkg>.msg` works with nothing sourced.
+# Build a ROS 2 interface package (ament_cmake + rosidl) with plain CMake + make and install it
+# into the venv, so `import <pkg>.msg` works with nothing sourced.
 # Usage: tools/build_interfaces.sh VENV PACKAGE_DIR BUILD_DIR
+# Expects tools/fix_wheel_cmake_paths.sh to have run on VENV (make does it after pip).
 set -euo pipefail
 venv=$(cd "$1" && pwd)
 pkg=$(cd "$2" && pwd)
 build=$3
-py="$venv/bin/python"
+name=$(basename "$pkg")
+log="$build.log"
 
-# The Kilted wheels are built in a manylinux image and bake its Python/NumPy include paths into
-# their CMake exports; point them at this venv's (idempotent).
-pyinc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-npinc=$("$py" -c 'import numpy; print(numpy.get_include())')
-{ grep -rl /opt/python/cp311-cp311 "$venv"/share/*/cmake/ 2>/dev/null || true; } | xargs -r sed -i \
-    -e "s#/opt/python/cp311-cp311/include/python3.11#$pyinc#g" \
-    -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$npinc#g"
-
-# ament's CMake finds packages through the ament index named by AMENT_PREFIX_PATH.
+# ament's CMake finds the message packages, generators and typesupports through the ament index
+# (share/ament_index) of the prefixes in AMENT_PREFIX_PATH, not through CMAKE_PREFIX_PATH alone;
+# with it unset the build stops at "No 'rosidl_typesupport_c' found". The generators are Python
+# scripts run by the venv's interpreter, which must re-exec itself with the wheels' library path.
 export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv" PATH="$venv/bin:$PATH"
 unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
-cmake -S "$pkg" -B "$build" -DCMAKE_INSTALL_PREFIX="$venv" -DCMAKE_PREFIX_PATH="$venv" \
-      -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$py" -DCMAKE_BUILD_TYPE=Release > "$build.log" 2>&1 \
-    || { tail -40 "$build.log"; echo "cmake configure of $pkg failed (full log: $build.log)"; exit 1; }
-cmake --build "$build" -j"$(nproc)" >> "$build.log" 2>&1 \
-    || { tail -40 "$build.log"; echo "build of $pkg failed (full log: $build.log)"; exit 1; }
-cmake --install "$build" >> "$build.log" 2>&1 \
-    || { tail -40 "$build.log"; echo "install of $pkg failed (full log: $build.log)"; exit 1; }
-echo "built and installed $(basename "$pkg") into $venv"
+
+# A fresh build directory: this runs only when the sources or the venv changed, and a CMake cache
+# from an earlier venv (or checkout path) would keep stale absolute paths.
+rm -rf "$build"
+mkdir -p "$build"
+
+step() {  # step NAME COMMAND...: run quietly into the log, show its tail on failure
+    local what=$1; shift
+    "$@" >> "$log" 2>&1 || { tail -40 "$log"; echo "$what of $name failed (full log: $log)" >&2; exit 1; }
+}
+: > "$log"
+step "CMake configure" cmake -S "$pkg" -B "$build" -G "Unix Makefiles" \
+    -DCMAKE_INSTALL_PREFIX="$venv" -DCMAKE_PREFIX_PATH="$venv" -DCMAKE_BUILD_TYPE=Release \
+    -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$venv/bin/python"
+step "build" make -C "$build" -j"$(nproc)"
+step "install" make -C "$build" install
+echo "built $name and installed it into $venv (log: $log)"

@@ -183,3 +183,50 @@ def test_burst_drops_stale_frames(templates_dir):
         wait_for(lambda: h.node.processed + h.node.frames.dropped == h.node.frames.received, "the worker to settle")
     finally:
         h.close()
+
+
+def call(harness, srv_type, name, **fields):
+    client = harness.peer.create_client(srv_type, f"/ocdit_segment/{name}")
+    assert client.wait_for_service(timeout_sec=TIMEOUT), name
+    fut = client.call_async(srv_type.Request(**fields))
+    wait_for(fut.done, name, timeout=60)
+    return fut.result()
+
+
+def test_object_services_change_the_object_set_while_running(harness, tmp_path):
+    from ocdit_msgs.srv import AddObject, ListObjects, RemoveObject, SetActiveObjects
+
+    assert call(harness, SetActiveObjects, "set_active_objects", object_ids=[]).success  # empty = all
+    listed = call(harness, ListObjects, "list_objects")
+    assert list(listed.object_ids) == ["box", "mug"] and list(listed.active) == [True, True]
+    assert list(listed.num_templates) == [12, 12]
+
+    res = call(harness, SetActiveObjects, "set_active_objects", object_ids=["mug"])
+    assert res.success and list(res.active_object_ids) == ["mug"]
+    assert harness.node.get_parameter("active_objects").value == ["mug"]  # the same state rqt sees
+    out = harness.send_and_wait(harness.image(30))
+    assert {i.object_id for i in out.instances} <= {"mug"}
+    assert not call(harness, SetActiveObjects, "set_active_objects", object_ids=["ghost"]).success
+
+    cyl = trimesh.creation.cylinder(radius=0.03, height=0.1)
+    cyl.export(tmp_path / "can.ply")
+    added = call(harness, AddObject, "add_object", mesh_path=str(tmp_path / "can.ply"))
+    assert added.success and added.object_id == "can" and not added.cache_hit and added.num_templates == 42
+    again = call(harness, AddObject, "add_object", mesh_path=str(tmp_path / "can.ply"))
+    assert again.success and again.cache_hit  # rendered templates are reused
+    copy = call(harness, AddObject, "add_object", templates_path=str(harness.node.templates_dir / "can.npz"),
+                object_id="can_copy")
+    assert copy.success and copy.object_id == "can_copy"
+    assert call(harness, SetActiveObjects, "set_active_objects", object_ids=[]).success  # all objects
+    assert set(call(harness, ListObjects, "list_objects").object_ids) == {"box", "mug", "can", "can_copy"}
+    out = harness.send_and_wait(harness.image(31))
+    assert out.header.stamp.sec == 31
+
+    for bad in (dict(), dict(mesh_path="a.ply", templates_path="b.npz"), dict(mesh_path=str(tmp_path / "no.ply"))):
+        res = call(harness, AddObject, "add_object", **bad)
+        assert not res.success and res.message
+    assert call(harness, RemoveObject, "remove_object", object_id="can_copy").success
+    assert call(harness, RemoveObject, "remove_object", object_id="can").success
+    res = call(harness, RemoveObject, "remove_object", object_id="can")
+    assert not res.success and "unknown object" in res.message
+    assert list(call(harness, ListObjects, "list_objects").object_ids) == ["box", "mug"]

@@ -27,6 +27,9 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 
 from ocdit_msgs.msg import Instance, InstanceArray
+from ocdit_msgs.srv import AddObject, ListObjects, RemoveObject, SetActiveObjects
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.parameter import Parameter
 
 from ..pipeline import PipelineConfig
 from ..pipeline.export import label_image, overlay
@@ -115,6 +118,12 @@ class SegmentNode(Node):
         self.sub = self.create_subscription(CompressedImage if compressed else Image, "image", self.frames.put, sensor,
                                             qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.templates_dir = Path(ro["templates_dir"])
+        services = MutuallyExclusiveCallbackGroup()  # object edits one at a time, off the image path
+        self.create_service(ListObjects, "~/list_objects", self._list_objects, callback_group=services)
+        self.create_service(SetActiveObjects, "~/set_active_objects", self._set_active, callback_group=services)
+        self.create_service(AddObject, "~/add_object", self._add_object, callback_group=services)
+        self.create_service(RemoveObject, "~/remove_object", self._remove_object, callback_group=services)
 
         self._warm_up()
         self._running = True
@@ -149,8 +158,69 @@ class SegmentNode(Node):
         return SetParametersResult(successful=True)
 
     def active_objects(self) -> list:
-        wanted = [o for o in (self.node_params.get("active_objects") or []) if o]
-        return [self.objects[o] for o in wanted] if wanted else list(self.objects.values())
+        with self._lock:
+            wanted = [o for o in (self.node_params.get("active_objects") or []) if o in self.objects]
+            return [self.objects[o] for o in wanted] if wanted else list(self.objects.values())
+
+    # -- object services -------------------------------------------------------------------
+    def _list_objects(self, request, response):
+        active = {o.id for o in self.active_objects()}
+        with self._lock:
+            objs = sorted(self.objects.values(), key=lambda o: o.id)
+        response.object_ids = [o.id for o in objs]
+        response.names = [o.name for o in objs]
+        response.active = [o.id in active for o in objs]
+        response.num_templates = [int(len(o.rgb)) for o in objs]
+        return response
+
+    def _set_active(self, request, response):
+        ids = list(request.object_ids)
+        result = self.set_parameters([Parameter("active_objects", Parameter.Type.STRING_ARRAY, ids)])[0]
+        response.success, response.message = result.successful, result.reason or "ok"
+        response.active_object_ids = [o.id for o in self.active_objects()]
+        return response
+
+    def _add_object(self, request, response):
+        from ..templates import ArchiveError, MeshError, load_archive, render_or_load
+        from ..templates.archive import safe_id
+
+        try:
+            if bool(request.mesh_path) == bool(request.templates_path):
+                raise ValueError("set exactly one of mesh_path and templates_path")
+            if request.mesh_path:
+                oid = safe_id(request.object_id or Path(request.mesh_path).stem)
+                tpl, hit = render_or_load(request.mesh_path, self.templates_dir, object_id=oid,
+                                          units=request.mesh_units or "auto")
+            else:
+                tpl, hit = load_archive(request.templates_path), True
+                if request.object_id:
+                    tpl.id = safe_id(request.object_id)
+        except (ValueError, MeshError, ArchiveError, OSError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        with self._lock:
+            replaced = tpl.id in self.objects
+            self.objects[tpl.id] = tpl
+        response.success, response.object_id, response.cache_hit = True, tpl.id, bool(hit)
+        response.num_templates = int(len(tpl.rgb))
+        response.message = f"{'replaced' if replaced else 'added'} {tpl.id} ({len(tpl.rgb)} templates)"
+        self.get_logger().info(response.message)
+        return response
+
+    def _remove_object(self, request, response):
+        with self._lock:
+            if request.object_id not in self.objects:
+                response.success, response.message = False, f"unknown object {request.object_id!r}"
+                return response
+            if len(self.objects) == 1:
+                response.success, response.message = False, "cannot remove the last object"
+                return response
+            del self.objects[request.object_id]
+            active = [o for o in (self.node_params.get("active_objects") or []) if o != request.object_id]
+        if active != list(self.node_params.get("active_objects") or []):
+            self.set_parameters([Parameter("active_objects", Parameter.Type.STRING_ARRAY, active)])
+        response.success, response.message = True, f"removed {request.object_id}"
+        return response
 
     # -- processing ------------------------------------------------------------------------
     def _warm_up(self) -> None:
@@ -236,8 +306,10 @@ def main(args=None) -> int:
         rclpy.logging.get_logger("ocdit_segment").fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 2
+    executor = rclpy.executors.MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
+        executor.spin()
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:

@@ -19,6 +19,10 @@ STAMPS := $(VENV)/.stamps
 REQ_LISTS    := requirements/core.txt requirements/ros.txt requirements/dev.txt
 REQ_LOCK     := requirements/lock.txt
 MSG_SOURCES  := $(shell find ocdit_msgs -type f 2>/dev/null)
+# Test-only copy of vision_msgs' layout (no vision_msgs wheel exists), so Detection2DArray
+# publishing is tested; nested under test/ so colcon never builds it into a real workspace.
+TEST_MSGS    := ocdit_ros/test/interfaces/vision_msgs
+TEST_MSG_SOURCES := $(shell find $(TEST_MSGS) -type f 2>/dev/null)
 PKG_SOURCES  := ocdit_ros/setup.py ocdit_ros/setup.cfg ocdit_ros/package.xml
 PIP          := $(PY) -m pip --disable-pip-version-check
 
@@ -80,8 +84,9 @@ $(STAMPS)/deps: $(REQ_LISTS) $(REQ_LOCK) Makefile tools/fix_wheel_cmake_paths.sh
 	tools/fix_wheel_cmake_paths.sh $(VENV)
 	@mkdir -p $(@D) && touch $@
 
-$(STAMPS)/msgs: $(STAMPS)/deps $(MSG_SOURCES) tools/build_interfaces.sh
+$(STAMPS)/msgs: $(STAMPS)/deps $(MSG_SOURCES) $(TEST_MSG_SOURCES) tools/build_interfaces.sh
 	tools/build_interfaces.sh $(VENV) ocdit_msgs build/venv/ocdit_msgs
+	tools/build_interfaces.sh $(VENV) $(TEST_MSGS) build/venv/vision_msgs
 	@touch $@
 
 # Editable install against the venv's pinned setuptools (no isolated build env to download).

@@ -16,6 +16,10 @@ from rcl_interfaces.srv import DescribeParameters, SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from sensor_msgs.msg import CompressedImage  # noqa: E402
+from vision_msgs.msg import Detection2DArray  # noqa: E402
+
 from ocdit_msgs.msg import InstanceArray  # noqa: E402
 from ocdit_ros.ros.image_codec import fill_image  # noqa: E402
 from ocdit_ros.ros.node import SegmentNode  # noqa: E402
@@ -46,10 +50,14 @@ class Harness:
                                 parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         ns = namespace.rstrip("/")
         self.peer = rclpy.create_node("ocdit_test_peer", context=self.ctx, namespace=namespace)
-        self.results, self.labels = [], []
+        self.results, self.labels, self.detections, self.diagnostics = [], [], [], []
+        self.extra = {}
         self.peer.create_subscription(InstanceArray, f"{ns}/ocdit_segment/instances", self.results.append, 50)
         self.peer.create_subscription(Image, f"{ns}/ocdit_segment/label_image", self.labels.append, 50)
-        self.camera = self.peer.create_publisher(Image, f"{ns}/image", rclpy.qos.qos_profile_sensor_data)
+        self.peer.create_subscription(Detection2DArray, f"{ns}/ocdit_segment/detections", self.detections.append, 50)
+        self.peer.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
+        kind = CompressedImage if overrides.get("image_transport") == "compressed" else Image
+        self.camera = self.peer.create_publisher(kind, f"{ns}/image", rclpy.qos.qos_profile_sensor_data)
         self.set_client = self.peer.create_client(SetParameters, f"{ns}/ocdit_segment/set_parameters")
         self.describe_client = self.peer.create_client(DescribeParameters, f"{ns}/ocdit_segment/describe_parameters")
         self.executor = rclpy.executors.MultiThreadedExecutor(context=self.ctx)
@@ -81,6 +89,7 @@ class Harness:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(timeout=TIMEOUT)  # the spin loop has left before the nodes go away
         self.node.destroy_node()
         self.peer.destroy_node()
         rclpy.shutdown(context=self.ctx)
@@ -120,6 +129,56 @@ def test_results_carry_the_input_header_and_consistent_masks(harness):
         ys, xs = np.nonzero(mask)
         assert (inst.bbox.x_offset, inst.bbox.y_offset) == (xs.min(), ys.min())
         assert (inst.bbox.width, inst.bbox.height) == (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+
+
+def test_detections_and_diagnostics(harness):
+    out = harness.send_and_wait(harness.image(15, seed=4))
+    wait_for(lambda: any(d.header.stamp.sec == 15 for d in harness.detections), "Detection2DArray")
+    det = next(d for d in harness.detections if d.header.stamp.sec == 15)
+    assert det.header.frame_id == "camera_optical" and len(det.detections) == len(out.instances)
+    for d, inst in zip(det.detections, out.instances):
+        assert d.id == str(inst.instance_id) and d.results[0].hypothesis.class_id == inst.object_id
+        assert d.results[0].hypothesis.score == pytest.approx(inst.score, rel=1e-6)
+        assert d.bbox.size_x == inst.bbox.width and d.bbox.center.position.x == inst.bbox.x_offset + inst.bbox.width / 2
+    wait_for(lambda: any(s.name.startswith("ocdit_segment") for a in harness.diagnostics for s in a.status),
+             "/diagnostics")
+    status = next(s for a in reversed(harness.diagnostics) for s in a.status if s.name.startswith("ocdit_segment"))
+    values = {kv.key: kv.value for kv in status.values}
+    assert int(values["frames_processed"]) >= 1 and "frames_dropped" in values and "latency_total_ms" in values
+    assert float(values["process_max_rss_mb"]) > 0
+
+
+def test_compressed_input_coarse_first_object_masks_and_uncertainty(templates_dir):
+    import io
+
+    from PIL import Image as PILImage
+
+    h = Harness(templates_dir, namespace="/extra", image_transport="compressed", publish_coarse_first=True,
+                publish_object_masks=True, publish_uncertainty=True)
+    masks, unc = {"mug": [], "box": []}, []
+    for oid in masks:
+        h.peer.create_subscription(Image, f"/extra/ocdit_segment/object_masks/{oid}", masks[oid].append, 10)
+    h.peer.create_subscription(Image, "/extra/ocdit_segment/uncertainty", unc.append, 10)
+    try:
+        buf = io.BytesIO()
+        PILImage.fromarray(np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+        msg = CompressedImage(format="png", data=buf.getvalue())
+        msg.header.stamp.sec, msg.header.frame_id = 7, "cam"
+        deadline = time.monotonic() + TIMEOUT
+        while len([r for r in h.results if r.header.stamp.sec == 7]) < 2:
+            assert time.monotonic() < deadline, "no coarse + refined pair"
+            if not h.results:
+                h.camera.publish(msg)
+            time.sleep(0.3)
+        first, second = [r for r in h.results if r.header.stamp.sec == 7][:2]
+        assert (first.stage, second.stage) == ("coarse", "refined")
+        wait_for(lambda: all(masks.values()) and unc, "object masks and uncertainty")
+        for oid, got in masks.items():
+            m = got[0]
+            assert (m.encoding, m.width, m.height, m.header.stamp.sec) == ("mono8", 64, 48, 7)
+        assert (unc[0].encoding, unc[0].width, unc[0].height) == ("32FC1", 64, 48)
+    finally:
+        h.close()
 
 
 def test_parameters_change_the_next_frame_and_bad_values_are_rejected(harness):

@@ -31,6 +31,15 @@ from ocdit_msgs.srv import AddObject, ListObjects, RemoveObject, SetActiveObject
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.parameter import Parameter
 
+try:  # optional message packages: published when the user's ROS has them
+    from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesisWithPose
+except ImportError:  # pragma: no cover - depends on the installation
+    Detection2DArray = None
+try:
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+except ImportError:  # pragma: no cover
+    DiagnosticArray = None
+
 from ..pipeline import PipelineConfig
 from ..pipeline.export import label_image, overlay
 from .image_codec import ImageError, compressed_to_rgb, fill_image, image_to_rgb
@@ -108,6 +117,14 @@ class SegmentNode(Node):
         self.pub_instances = self.create_publisher(InstanceArray, "~/instances", qos_out)
         self.pub_labels = self.create_publisher(Image, "~/label_image", qos_out)
         self.pub_debug = self.create_publisher(Image, "~/debug_image", qos_out)
+        self.pub_uncertainty = self.create_publisher(Image, "~/uncertainty", qos_out)
+        self.pub_detections = (self.create_publisher(Detection2DArray, "~/detections", qos_out)
+                               if Detection2DArray is not None else None)
+        self.pub_object_masks: dict[str, object] = {}
+        self.last_stats: dict[str, float] = {}
+        if DiagnosticArray is not None:
+            self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.create_timer(1.0, self._publish_diagnostics)
         compressed = ro["image_transport"] == "compressed"
         if ro["image_transport"] not in ("raw", "compressed"):
             raise ValueError(f"image_transport must be raw or compressed, got {ro['image_transport']!r}")
@@ -248,9 +265,9 @@ class SegmentNode(Node):
             config, params = self.config, dict(self.node_params)
         objects = self.active_objects()
         if params["publish_coarse_first"] and config.refine_enabled:
-            coarse = self.segmenter.segment(image, objects, config=config, stage="coarse")
+            coarse = self._segment(image, objects, config, stage="coarse")
             self.pub_instances.publish(self._to_msg(msg.header, coarse, image.shape[:2]))
-        result = self.segmenter.segment(image, objects, config=config)
+        result = self._segment(image, objects, config)
         out = self._to_msg(msg.header, result, image.shape[:2])
         self.pub_instances.publish(out)
         if params["publish_label_image"]:
@@ -258,6 +275,18 @@ class SegmentNode(Node):
             lab = fill_image(Image(), labels, params["label_encoding"])
             lab.header = msg.header
             self.pub_labels.publish(lab)
+        if params["publish_detections"] and self.pub_detections is not None:
+            self.pub_detections.publish(self._detections(msg.header, result))
+        if params["publish_object_masks"]:
+            self._publish_object_masks(msg.header, result, objects, image.shape[:2])
+        if params["publish_uncertainty"]:
+            unc = np.zeros(image.shape[:2], np.float32)
+            for inst in result.instances:
+                np.maximum(unc, inst.uncertainty, out=unc)
+            u = fill_image(Image(), unc, "32FC1")
+            u.header = msg.header
+            self.pub_uncertainty.publish(u)
+        self._record_stats(msg.header, result)
         now = time.monotonic()
         if params["publish_debug_image"] and now - self._last_debug >= 1.0 / params["debug_rate_hz"]:
             self._last_debug = now
@@ -266,6 +295,76 @@ class SegmentNode(Node):
             self.pub_debug.publish(dbg)
         self.processed += 1
         return out
+
+    def _detections(self, header, result):
+        out = Detection2DArray()
+        out.header = header
+        for inst in result.instances:
+            x0, y0, x1, y1 = inst.bbox
+            det = Detection2D()
+            det.header = header
+            det.id = str(inst.instance_id)
+            hyp = ObjectHypothesisWithPose()
+            hyp.hypothesis.class_id = inst.object_id
+            hyp.hypothesis.score = float(inst.score)
+            det.results.append(hyp)
+            det.bbox = BoundingBox2D()
+            det.bbox.center.position.x, det.bbox.center.position.y = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+            det.bbox.size_x, det.bbox.size_y = float(x1 - x0), float(y1 - y0)
+            out.detections.append(det)
+        return out
+
+    def _publish_object_masks(self, header, result, objects, shape) -> None:
+        """One mono8 mask per active object and frame (FoundationPose-style consumers take one
+        object per node): its best-scoring instance, or an empty mask so exact-time syncs never starve."""
+        best = {}
+        for inst in result.instances:  # sorted by score
+            best.setdefault(inst.object_id, inst)
+        for obj in objects:
+            pub = self.pub_object_masks.get(obj.id)
+            if pub is None:
+                pub = self.create_publisher(Image, f"~/object_masks/{topic_token(obj.id)}", QoSProfile(depth=5))
+                self.pub_object_masks[obj.id] = pub
+            mask = best[obj.id].mask if obj.id in best else np.zeros(shape, bool)
+            m = fill_image(Image(), mask.astype(np.uint8) * 255, "mono8")
+            m.header = header
+            pub.publish(m)
+
+    def _record_stats(self, header, result) -> None:
+        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        now = self.get_clock().now().nanoseconds * 1e-9
+        stats = {f"latency_{k}_ms": v for k, v in result.timings_ms.items()}
+        stats["input_age_ms"] = (now - stamp) * 1e3 if stamp > 0 else -1.0
+        stats["instances"] = float(len(result.instances))
+        self.last_stats = stats
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name=f"{self.get_name()}: segmentation", hardware_id=self.config.device)
+        dropped, received = self.frames.dropped, self.frames.received
+        status.level = DiagnosticStatus.OK if self.processed or not received else DiagnosticStatus.WARN
+        status.message = f"{self.processed} frames segmented, {dropped} of {received} dropped as stale"
+        values = {"frames_received": received, "frames_dropped": dropped, "frames_processed": self.processed,
+                  **{k: round(v, 2) for k, v in self.last_stats.items()}, **device_memory(self.config.device)}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(arr)
+
+    def _segment(self, image, objects, config, stage="refined"):
+        """Segment; on GPU out-of-memory retry with halved ensembles instead of dying."""
+        import torch
+
+        while True:
+            try:
+                return self.segmenter.segment(image, objects, config=config, stage=stage)
+            except torch.OutOfMemoryError:
+                if config.coarse.ensemble == 1 and config.refine.ensemble == 1:
+                    raise
+                torch.cuda.empty_cache()
+                config = config.replace(**{"coarse.ensemble": max(1, config.coarse.ensemble // 2),
+                                           "refine.ensemble": max(1, config.refine.ensemble // 2)})
+                self.get_logger().warning(f"GPU out of memory: retrying this frame with ensembles "
+                                          f"{config.coarse.ensemble}/{config.refine.ensemble}")
 
     def _to_msg(self, header, result, shape) -> InstanceArray:
         out = InstanceArray()
@@ -296,6 +395,24 @@ class SegmentNode(Node):
         if getattr(self, "_worker", None) is not None:
             self._worker.join(timeout=10)
         return super().destroy_node()
+
+
+def topic_token(object_id: str) -> str:
+    """A ROS-name-safe token for an object id (letters, digits, underscores; no leading digit)."""
+    token = "".join(c if c.isalnum() or c == "_" else "_" for c in object_id)
+    return token if token and not token[0].isdigit() else f"obj_{token}"
+
+
+def device_memory(device: str) -> dict[str, float]:
+    import resource
+
+    out = {"process_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.startswith("cuda"):
+        import torch
+
+        out["gpu_allocated_mb"] = round(torch.cuda.memory_allocated(device) / 2**20, 1)
+        out["gpu_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
 
 
 def main(args=None) -> int:

@@ -39,6 +39,9 @@ NODE_PARAMS: dict[str, tuple[Any, tuple | None, str]] = {
     "publish_debug_image": (False, None, "publish ~/debug_image overlays (rate-limited)"),
     "debug_rate_hz": (2.0, (0.1, 30.0, 0.0), "most debug images per second"),
     "publish_coarse_first": (False, None, "publish coarse results before the refined ones"),
+    "publish_detections": (True, None, "publish ~/detections (vision_msgs/Detection2DArray) when vision_msgs exists"),
+    "publish_object_masks": (False, None, "publish ~/object_masks/<object_id> (mono8, best instance, every frame)"),
+    "publish_uncertainty": (False, None, "publish ~/uncertainty (32FC1 per-pixel ensemble variance)"),
     "active_objects": ([], None, "object ids to segment; unset or empty = all loaded objects"),
 }
 

@@ -22,7 +22,7 @@ def _node(context):
     return [Node(
         package="ocdit_ros",
         executable="segment_node",
-        name="ocdit_segment",
+        name="ocdit",
         namespace=get("namespace"),
         output="screen",
         parameters=[get("config"), overrides],

@@ -52,14 +52,14 @@ class Harness:
         self.peer = rclpy.create_node("ocdit_test_peer", context=self.ctx, namespace=namespace)
         self.results, self.labels, self.detections, self.diagnostics = [], [], [], []
         self.extra = {}
-        self.peer.create_subscription(InstanceArray, f"{ns}/ocdit_segment/instances", self.results.append, 50)
-        self.peer.create_subscription(Image, f"{ns}/ocdit_segment/label_image", self.labels.append, 50)
-        self.peer.create_subscription(Detection2DArray, f"{ns}/ocdit_segment/detections", self.detections.append, 50)
+        self.peer.create_subscription(InstanceArray, f"{ns}/ocdit/instances", self.results.append, 50)
+        self.peer.create_subscription(Image, f"{ns}/ocdit/label_image", self.labels.append, 50)
+        self.peer.create_subscription(Detection2DArray, f"{ns}/ocdit/detections", self.detections.append, 50)
         self.peer.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
         kind = CompressedImage if overrides.get("image_transport") == "compressed" else Image
         self.camera = self.peer.create_publisher(kind, f"{ns}/image", rclpy.qos.qos_profile_sensor_data)
-        self.set_client = self.peer.create_client(SetParameters, f"{ns}/ocdit_segment/set_parameters")
-        self.describe_client = self.peer.create_client(DescribeParameters, f"{ns}/ocdit_segment/describe_parameters")
+        self.set_client = self.peer.create_client(SetParameters, f"{ns}/ocdit/set_parameters")
+        self.describe_client = self.peer.create_client(DescribeParameters, f"{ns}/ocdit/describe_parameters")
         self.executor = rclpy.executors.MultiThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
@@ -140,9 +140,9 @@ def test_detections_and_diagnostics(harness):
         assert d.id == str(inst.instance_id) and d.results[0].hypothesis.class_id == inst.object_id
         assert d.results[0].hypothesis.score == pytest.approx(inst.score, rel=1e-6)
         assert d.bbox.size_x == inst.bbox.width and d.bbox.center.position.x == inst.bbox.x_offset + inst.bbox.width / 2
-    wait_for(lambda: any(s.name.startswith("ocdit_segment") for a in harness.diagnostics for s in a.status),
+    wait_for(lambda: any(s.name.startswith("ocdit:") for a in harness.diagnostics for s in a.status),
              "/diagnostics")
-    status = next(s for a in reversed(harness.diagnostics) for s in a.status if s.name.startswith("ocdit_segment"))
+    status = next(s for a in reversed(harness.diagnostics) for s in a.status if s.name.startswith("ocdit:"))
     values = {kv.key: kv.value for kv in status.values}
     assert int(values["frames_processed"]) >= 1 and "frames_dropped" in values and "latency_total_ms" in values
     assert float(values["process_max_rss_mb"]) > 0
@@ -157,8 +157,8 @@ def test_compressed_input_coarse_first_object_masks_and_uncertainty(templates_di
                 publish_object_masks=True, publish_uncertainty=True)
     masks, unc = {"mug": [], "box": []}, []
     for oid in masks:
-        h.peer.create_subscription(Image, f"/extra/ocdit_segment/object_masks/{oid}", masks[oid].append, 10)
-    h.peer.create_subscription(Image, "/extra/ocdit_segment/uncertainty", unc.append, 10)
+        h.peer.create_subscription(Image, f"/extra/ocdit/object_masks/{oid}", masks[oid].append, 10)
+    h.peer.create_subscription(Image, "/extra/ocdit/uncertainty", unc.append, 10)
     try:
         buf = io.BytesIO()
         PILImage.fromarray(np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buf, "PNG")
@@ -245,7 +245,7 @@ def test_burst_drops_stale_frames(templates_dir):
 
 
 def call(harness, srv_type, name, **fields):
-    client = harness.peer.create_client(srv_type, f"/ocdit_segment/{name}")
+    client = harness.peer.create_client(srv_type, f"/ocdit/{name}")
     assert client.wait_for_service(timeout_sec=TIMEOUT), name
     fut = client.call_async(srv_type.Request(**fields))
     wait_for(fut.done, name, timeout=60)

@@ -7,9 +7,10 @@ Subscribes `image` (sensor_msgs/Image, or CompressedImage with image_transport:=
 with sensor-data QoS (overridable through qos_overrides parameters). The callback only stores
 the newest frame in a one-slot hand-off; one worker thread segments it, so stale frames are
 dropped (and counted) instead of queued, and services and parameter changes stay responsive
-during a diffusion pass. Publishes, stamped with the input header: ~/instances
-(ocdit_msgs/InstanceArray, also when empty), ~/label_image (instance ids), ~/debug_image
-(overlay, rate-limited, off by default).
+during a diffusion pass. The node is named `ocdit`, so ~/x is /ocdit/x. Published, stamped
+with the input header: ~/instances (ocdit_msgs/InstanceArray, also when empty), ~/detections
+(vision_msgs/Detection2DArray, when installed), ~/label_image (instance ids), and on request
+~/debug_image (rate-limited), ~/uncertainty, ~/object_masks/<object>; plus /diagnostics.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class LatestFrame:
 
 
 class SegmentNode(Node):
-    def __init__(self, node_name: str = "ocdit_segment", **kwargs):
+    def __init__(self, node_name: str = "ocdit", **kwargs):
         super().__init__(node_name, **kwargs)
         declared = declare_all(self)
         ro = declared.read_only
@@ -420,7 +421,7 @@ def main(args=None) -> int:
     try:
         node = SegmentNode()
     except (ValueError, FileNotFoundError) as exc:
-        rclpy.logging.get_logger("ocdit_segment").fatal(f"cannot start: {exc}")
+        rclpy.logging.get_logger("ocdit").fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 2
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=4)

@@ -37,7 +37,7 @@ setup(
     data_files=data_files(),
     # The ML core only; rclpy and the messages come from ROS (or `make`), imported lazily.
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4", "pyyaml>=6", "pillow>=9"],
-    extras_require={"eval": ["pycocotools>=2.0.7"], "progress": ["tqdm>=4"], "templates": ["trimesh>=4", "scipy"]},
+    extras_require={"eval": ["pycocotools>=2.0.7"], "progress": ["tqdm>=4"], "templates": ["trimesh>=4", "scipy"], "bag": ["rosbags>=0.10"]},
     python_requires=">=3.10",
     zip_safe=True,
     entry_points={"console_scripts": ["ocdit = ocdit_ros.cli:main", "segment_node = ocdit_ros.segment_node:main"]},

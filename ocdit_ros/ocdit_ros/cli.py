@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         templates_cli = None
     if templates_cli is not None:
         templates_cli.add_parser(sub).set_defaults(run=templates_cli.run)
+    from . import bag as bag_cli  # rosbags itself is imported only when the command runs
+
+    bag_cli.add_parser(sub).set_defaults(run=bag_cli.run)
     return parser
 
 

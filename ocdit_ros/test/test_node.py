@@ -188,6 +188,13 @@ def test_parameters_change_the_next_frame_and_bad_values_are_rejected(harness):
     assert out.header.stamp.sec == 12 and len(out.instances) == 0  # empty results are still published
     res = harness.set_params(score_threshold=1.5)
     assert not res[0].successful and "score_threshold" in res[0].reason
+    assert harness.set_params(label_encoding="16SC1", score_threshold=0.0)[0].successful
+    out = harness.send_and_wait(harness.image(14))
+    wait_for(lambda: any(lab.header.stamp.sec == 14 for lab in harness.labels), "the signed label image")
+    lab = next(lab for lab in harness.labels if lab.header.stamp.sec == 14)
+    signed = np.frombuffer(bytes(lab.data), np.int16).reshape(lab.height, lab.width)
+    assert lab.encoding == "16SC1" and set(np.unique(signed)) <= {-1} | {i.instance_id for i in out.instances}
+    assert harness.set_params(label_encoding="mono16", score_threshold=1.0)[0].successful
     res = harness.set_params(label_encoding="jpeg")
     assert not res[0].successful and "label_encoding" in res[0].reason
     res = harness.set_params(active_objects=["nope"])

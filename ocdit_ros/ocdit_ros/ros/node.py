@@ -273,6 +273,8 @@ class SegmentNode(Node):
         self.pub_instances.publish(out)
         if params["publish_label_image"]:
             labels = label_image(result.instances, image.shape[:2])
+            if params["label_encoding"] == "16SC1":  # signed, background -1
+                labels = np.where(labels == 0, -1, labels.astype(np.int32)).astype(np.int16)
             lab = fill_image(Image(), labels, params["label_encoding"])
             lab.header = msg.header
             self.pub_labels.publish(lab)

@@ -31,7 +31,9 @@ PIPELINE_PARAMS: dict[str, tuple[Any, tuple | None, str]] = {
     "seed": (0, (0, 2**31 - 1, 1), "sampling seed (same seed and image -> same result)"),
 }
 
-LABEL_ENCODINGS = ("mono16", "16UC1")
+# mono16/16UC1: 0 = background, instance ids (contact-graspnet style segmaps);
+# 16SC1: -1 = background (v4r grasping convention).
+LABEL_ENCODINGS = ("mono16", "16UC1", "16SC1")
 
 NODE_PARAMS: dict[str, tuple[Any, tuple | None, str]] = {
     "publish_label_image": (True, None, "publish ~/label_image (0 = background, instance ids)"),

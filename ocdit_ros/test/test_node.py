@@ -153,8 +153,17 @@ def test_compressed_input_coarse_first_object_masks_and_uncertainty(templates_di
 
     from PIL import Image as PILImage
 
+    from sensor_msgs.msg import CameraInfo
+
     h = Harness(templates_dir, namespace="/extra", image_transport="compressed", publish_coarse_first=True,
-                publish_object_masks=True, publish_uncertainty=True)
+                publish_object_masks=True, publish_uncertainty=True, use_camera_info=True)
+    info_pub = h.peer.create_publisher(CameraInfo, "/extra/camera_info", rclpy.qos.qos_profile_sensor_data)
+    wait_for(lambda: info_pub.get_subscription_count() > 0, "the camera_info subscription")
+    deadline = time.monotonic() + TIMEOUT
+    while h.node.camera_info is None:  # a calibration for another resolution than the images
+        assert time.monotonic() < deadline
+        info_pub.publish(CameraInfo(width=640, height=480))
+        time.sleep(0.1)
     masks, unc = {"mug": [], "box": []}, []
     for oid in masks:
         h.peer.create_subscription(Image, f"/extra/ocdit/object_masks/{oid}", masks[oid].append, 10)
@@ -177,6 +186,7 @@ def test_compressed_input_coarse_first_object_masks_and_uncertainty(templates_di
             m = got[0]
             assert (m.encoding, m.width, m.height, m.header.stamp.sec) == ("mono8", 64, 48, 7)
         assert (unc[0].encoding, unc[0].width, unc[0].height) == ("32FC1", 64, 48)
+        assert h.node.camera_info_mismatch >= 1  # 64x48 images vs a 640x480 calibration
     finally:
         h.close()
 

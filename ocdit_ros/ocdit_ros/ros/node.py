@@ -25,7 +25,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 
 from ocdit_msgs.msg import Instance, InstanceArray
 from ocdit_msgs.srv import AddObject, ListObjects, RemoveObject, SetActiveObjects
@@ -135,6 +135,10 @@ class SegmentNode(Node):
                             durability=qos_profile_sensor_data.durability)
         self.sub = self.create_subscription(CompressedImage if compressed else Image, "image", self.frames.put, sensor,
                                             qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self.camera_info = None
+        self.camera_info_mismatch = 0
+        if ro["use_camera_info"]:
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.templates_dir = Path(ro["templates_dir"])
         services = MutuallyExclusiveCallbackGroup()  # object edits one at a time, off the image path
@@ -174,6 +178,18 @@ class SegmentNode(Node):
             self.config = new_config
             self.node_params.update(node_changes)
         return SetParametersResult(successful=True)
+
+    def _on_camera_info(self, msg) -> None:
+        self.camera_info = msg
+
+    def _check_camera_info(self, shape) -> None:
+        info = self.camera_info
+        if info is not None and (info.height, info.width) != tuple(shape) and info.height and info.width:
+            self.camera_info_mismatch += 1
+            if self.camera_info_mismatch == 1 or self.camera_info_mismatch % 100 == 0:
+                self.get_logger().warning(
+                    f"image is {shape[1]}x{shape[0]} but camera_info says {info.width}x{info.height}: "
+                    "are image and camera_info remapped to the same camera?")
 
     def active_objects(self) -> list:
         with self._lock:
@@ -262,6 +278,7 @@ class SegmentNode(Node):
 
     def process(self, msg) -> InstanceArray:
         image = self._decode(msg)
+        self._check_camera_info(image.shape[:2])
         with self._lock:
             config, params = self.config, dict(self.node_params)
         objects = self.active_objects()
@@ -347,6 +364,8 @@ class SegmentNode(Node):
         status.level = DiagnosticStatus.OK if self.processed or not received else DiagnosticStatus.WARN
         status.message = f"{self.processed} frames segmented, {dropped} of {received} dropped as stale"
         values = {"frames_received": received, "frames_dropped": dropped, "frames_processed": self.processed,
+                  "camera_info_received": self.camera_info is not None,
+                  "camera_info_size_mismatches": self.camera_info_mismatch,
                   **{k: round(v, 2) for k, v in self.last_stats.items()}, **device_memory(self.config.device)}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray(status=[status])

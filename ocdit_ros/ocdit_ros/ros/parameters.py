@@ -56,6 +56,8 @@ READ_ONLY: dict[str, tuple[Any, str]] = {
     "device": ("cpu", "torch device, e.g. cpu or cuda:0"),
     "dtype": ("float32", "float32, bfloat16 or float16 (autocast on CUDA)"),
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage)"),
+    "use_camera_info": (False, "subscribe camera_info: checks that image and calibration sizes agree "
+                               "(a frequent remapping mistake) and reports it in /diagnostics"),
 }
 
 

@@ -4,9 +4,11 @@
 #   cmake, make, g++  build ocdit_msgs (rosidl generates C/C++ and a CPython extension)
 #   Python.h          that extension compiles against the venv's base interpreter
 #   venv/ensurepip    Debian splits them out of its own python3 (python3-venv)
+#   sweethome3d-furniture  the CC0/CC-BY household objects `ocdit data objects` builds its library from
 set -euo pipefail
 python=${1:-python3}
 need=()
+ls /usr/share/sweethome3d/furniture/*.sh3f >/dev/null 2>&1 || need+=(sweethome3d-furniture)
 command -v cmake >/dev/null || need+=(cmake)
 command -v make >/dev/null || need+=(make)
 command -v g++ >/dev/null || need+=(g++)

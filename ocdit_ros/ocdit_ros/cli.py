@@ -1,4 +1,4 @@
-"""The `ocdit` command: `ocdit templates render ...`, `ocdit segment ...`."""
+"""The `ocdit` command: `ocdit templates render`, `segment`, `bag`, `data`, `eval`, `train`."""
 
 from __future__ import annotations
 
@@ -24,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     from . import bag as bag_cli  # rosbags itself is imported only when the command runs
 
     bag_cli.add_parser(sub).set_defaults(run=bag_cli.run)
+    from .data import cli as data_cli  # trimesh/pybullet are imported only when a data command runs
+
+    data_cli.add_parser(sub).set_defaults(run=data_cli.run)
+    from .training import cli as train_cli
+
+    train_cli.add_parser(sub).set_defaults(run=train_cli.run)
     return parser
 
 

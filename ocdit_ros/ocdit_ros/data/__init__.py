@@ -1,0 +1,1 @@
+"""Synthetic BOP-format data: object library, scene generator, BOP reader (no ROS)."""

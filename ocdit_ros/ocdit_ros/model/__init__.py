@@ -10,6 +10,7 @@ from .config import (
     load_config,
     official_coarse,
     official_refine,
+    small,
     tiny,
 )
 from .diffuser import Condition, Diffuser
@@ -19,5 +20,5 @@ from .weights import load_model, load_weights, save_pretrained, save_weights
 __all__ = [
     "BackboneConfig", "Condition", "DiffuserConfig", "Diffuser", "OCDiT", "OCDiTConfig", "SamplerConfig",
     "VAEConfig", "load_config", "load_model", "load_weights", "official_coarse", "official_refine",
-    "save_pretrained", "save_weights", "tiny",
+    "save_pretrained", "save_weights", "small", "tiny",
 ]

@@ -266,7 +266,37 @@ def tiny() -> OCDiTConfig:
     )
 
 
-PRESETS = {"official_coarse": official_coarse, "official_refine": official_refine, "tiny": tiny}
+def small() -> OCDiTConfig:
+    """The shipped default model's shape: 1.2 M parameters, trainable on 2 CPU cores in about an hour.
+
+    The backbone is a 4-block ViT trained from scratch with the rest (no pretrained DINOv2 is
+    reachable where it was trained); see ocdit_ros/weights/MODEL_CARD.md.
+    """
+    return OCDiTConfig(
+        image_size=(112, 112),
+        template_size=(42, 42),
+        backbone=BackboneConfig(embed_dim=64, depth=3, num_heads=2, pos_embed_size=112, trainable=True),
+        vae=VAEConfig(
+            z_channels=4,
+            down_channels=(16, 16, 32, 32, 32),
+            up_channels=(32, 32, 32, 16, 16),
+            num_blocks=1,
+            num_groups=8,
+        ),
+        diffuser=DiffuserConfig(
+            hidden_size=96,
+            depth=3,
+            num_heads=4,
+            max_num_classes=8,
+            max_num_templates=12,
+            class_pe_training="random_interval",
+            cross_attn_sigma="per_sample",
+        ),
+        sampler=SamplerConfig(num_steps=9, rho=9.0),
+    )
+
+
+PRESETS = {"official_coarse": official_coarse, "official_refine": official_refine, "tiny": tiny, "small": small}
 
 
 def load_config(name_or_path: str | Path) -> OCDiTConfig:

@@ -1,0 +1,278 @@
+"""Training samples from BOP scenes: masks (VAE), multi-object crops (coarse), object crops (refine).
+
+Every sample is a pure function of (seed, global index): its own NumPy generator draws the image,
+crop, objects, template views, augmentations and also the diffusion noise. So a resumed run sees
+exactly the batches it would have seen, worker count does not matter, and DDP ranks that split a
+batch compute the same gradient as one process on the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..model.config import OCDiTConfig
+from ..model.edm import SIGMA_MAX_TRAIN, SIGMA_MIN_TRAIN
+from .config import TrainConfig
+
+
+@dataclass(frozen=True)
+class GtInstance:
+    obj_id: int
+    mask_path: str
+    bbox: tuple[int, int, int, int]  # visible box x, y, w, h
+
+
+@dataclass(frozen=True)
+class GtImage:
+    rgb_path: str
+    instances: tuple[GtInstance, ...]  # visible enough to be targets
+
+
+def index_split(split_dir: str | Path, visib_threshold: float = 0.1) -> list[GtImage]:
+    """All images of a BOP split folder with their target instances (visib_fract >= threshold)."""
+    split_dir = Path(split_dir)
+    scenes = sorted(p for p in split_dir.iterdir() if (p / "scene_gt_info.json").is_file()) \
+        if split_dir.is_dir() else []
+    if not scenes:
+        raise FileNotFoundError(f"{split_dir}: no BOP scenes (folders with scene_gt.json and scene_gt_info.json); "
+                                f"generate some with 'ocdit data scenes'")
+    images = []
+    for scene in scenes:
+        gt = json.loads((scene / "scene_gt.json").read_text())
+        info = json.loads((scene / "scene_gt_info.json").read_text())
+        for im_id in sorted(gt, key=int):
+            rgb = next((p for p in (scene / "rgb" / f"{int(im_id):06d}{ext}" for ext in (".jpg", ".png"))
+                        if p.is_file()), None)
+            if rgb is None:
+                continue
+            inst = tuple(
+                GtInstance(int(g["obj_id"]), str(scene / "mask_visib" / f"{int(im_id):06d}_{k:06d}.png"),
+                           tuple(i["bbox_visib"]))
+                for k, (g, i) in enumerate(zip(gt[im_id], info[im_id])) if i["visib_fract"] >= visib_threshold)
+            images.append(GtImage(str(rgb), inst))
+    return images
+
+
+def crop_resize(img: np.ndarray, box, size: tuple[int, int], resample) -> np.ndarray:
+    """Crop (x0, y0, x1, y1), float and possibly outside the image (zero padded), resized to (H, W)."""
+    x0, y0, x1, y1 = box
+    pil = Image.fromarray(img)
+    return np.asarray(pil.transform((size[1], size[0]), Image.EXTENT, (x0, y0, x1, y1), resample=resample))
+
+
+def colour_jitter(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Brightness, contrast, saturation, per-channel gain and sensor noise (uint8 in, uint8 out)."""
+    x = img.astype(np.float32) / 255
+    x = x * rng.uniform(1 - strength, 1 + strength) + rng.uniform(-strength, strength) * 0.3
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(1 - strength, 1 + strength) + mean
+    grey = x.mean(-1, keepdims=True)
+    x = grey + (x - grey) * rng.uniform(1 - strength, 1 + strength)
+    x = x * rng.uniform(1 - strength / 2, 1 + strength / 2, 3)
+    x = x + rng.normal(0, rng.uniform(0, 0.03), x.shape)
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+class SampleSource:
+    """Draws samples of one stage; `sample(index)` returns a dict of tensors."""
+
+    def __init__(self, cfg: TrainConfig, model_cfg: OCDiTConfig, templates: dict | None = None):
+        self.cfg = cfg
+        self.model_cfg = model_cfg
+        self.images = [im for d in cfg.data for im in index_split(d, cfg.visib_threshold)]
+        self.with_objects = [i for i, im in enumerate(self.images) if im.instances]
+        if not self.with_objects:
+            raise ValueError(f"no visible instances in {cfg.data}")
+        self.image_size = tuple(model_cfg.image_size)
+        self.mask_size = model_cfg.mask_size(self.image_size)
+        self.latent_size = (self.mask_size[0] // model_cfg.vae.downsampling, self.mask_size[1] // model_cfg.vae.downsampling)
+        self.templates = templates or {}  # obj_id -> (V, S, S, 3) uint8
+        present = sorted({i.obj_id for im in self.images for i in im.instances})
+        missing = [o for o in present if o not in self.templates] if cfg.stage != "vae" else []
+        if missing:
+            raise ValueError(f"no templates for obj_id(s) {missing[:10]} in {cfg.templates}")
+        self.object_pool = np.array(sorted(self.templates)) if self.templates else np.array(present)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.seed, index])
+
+    def sample(self, index: int) -> dict[str, torch.Tensor]:
+        rng = self.rng(index)
+        z = self.model_cfg.vae.z_channels
+        if self.cfg.stage == "vae":
+            out = self._vae(rng)
+            out["posterior_eps"] = torch.from_numpy(rng.standard_normal((z, *self.latent_size)).astype(np.float32))
+            return out
+        out = self._coarse(rng) if self.cfg.stage == "coarse" else self._refine(rng)
+        n = out["masks"].shape[0]
+        # Diffusion randomness, drawn here so it belongs to the sample (see module docstring).
+        out["posterior_eps"] = torch.from_numpy(rng.standard_normal((n, z, *self.latent_size)).astype(np.float32))
+        out["noise"] = torch.from_numpy(rng.standard_normal((n, z, *self.latent_size)).astype(np.float32))
+        out["sigma_u"] = torch.tensor(rng.random(), dtype=torch.float32)
+        return out
+
+    # -- helpers -------------------------------------------------------------------------
+    def _load(self, im: GtImage) -> np.ndarray:
+        with Image.open(im.rgb_path) as f:
+            return np.asarray(f.convert("RGB"))
+
+    def _mask(self, inst: GtInstance) -> np.ndarray:
+        with Image.open(inst.mask_path) as f:
+            return np.asarray(f.convert("L"))
+
+    def _templates(self, obj_ids: list[int], rng: np.random.Generator) -> torch.Tensor:
+        t = self.cfg.templates_per_object
+        views = []
+        for oid in obj_ids:
+            tpl = self.templates[oid]
+            pick = rng.choice(len(tpl), size=t, replace=len(tpl) < t)
+            views.append(tpl[pick])
+        arr = np.stack(views)  # (N, T, S, S, 3)
+        return torch.from_numpy(arr).permute(0, 1, 4, 2, 3).float() / 255
+
+    def _image_tensor(self, img: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        img = colour_jitter(img, rng, self.cfg.colour_jitter)
+        return torch.from_numpy(img).permute(2, 0, 1).float() / 255
+
+    def _crop_masks(self, im: GtImage, box) -> list[np.ndarray]:
+        return [crop_resize(self._mask(i), box, self.mask_size, Image.BILINEAR) > 127 for i in im.instances]
+
+    # -- stages --------------------------------------------------------------------------
+    def _coarse(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        im = self.images[self.with_objects[rng.integers(len(self.with_objects))]]
+        rgb = self._load(im)
+        h, w = rgb.shape[:2]
+        side = rng.uniform(*cfg.crop_scale) * min(h, w)
+        x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
+        box = (x0, y0, x0 + side, y0 + side)
+        masks = self._crop_masks(im, box)
+        kept = [(inst, m) for inst, m in zip(im.instances, masks) if m.sum() >= 4]
+        n = cfg.objects_per_image
+        queries: list[tuple[int, np.ndarray]] = []
+        if kept:
+            # A random foreground point; each object's weight falls with the distance from it to
+            # that object's nearest instance, which also becomes the object's target mask.
+            _, anchor = kept[rng.integers(len(kept))]
+            ys, xs = np.nonzero(anchor)
+            k = rng.integers(len(ys))
+            py, px = ys[k], xs[k]
+            nearest: dict[int, tuple[float, np.ndarray]] = {}
+            for inst, m in kept:
+                my, mx = np.nonzero(m)
+                d = float(np.min((my - py) ** 2 + (mx - px) ** 2)) ** 0.5
+                if inst.obj_id not in nearest or d < nearest[inst.obj_id][0]:
+                    nearest[inst.obj_id] = (d, m)
+            ids = list(nearest)
+            weights = np.array([math.exp(-nearest[o][0] / (cfg.proximity_scale * self.mask_size[0])) for o in ids])
+            gumbel = np.log(weights + 1e-12) - np.log(-np.log(rng.random(len(ids))))
+            for j in np.argsort(-gumbel)[:n]:
+                queries.append((ids[j], nearest[ids[j]][1]))
+        present = {i.obj_id for i in im.instances}
+        absent = [o for o in self.object_pool.tolist() if o not in present]
+        for o in rng.choice(absent, size=n - len(queries), replace=False):
+            queries.append((int(o), np.zeros(self.mask_size, dtype=bool)))
+        order = rng.permutation(n)
+        queries = [queries[i] for i in order]
+        image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR), rng)
+        return {"images": image, "templates": self._templates([q[0] for q in queries], rng),
+                "masks": torch.from_numpy(np.stack([q[1] for q in queries])).float()}
+
+    def _instance_box(self, inst: GtInstance, rng: np.random.Generator, scale, shift) -> tuple:
+        x, y, bw, bh = inst.bbox
+        side = max(bw, bh, 4) * rng.uniform(*scale)
+        cx = x + bw / 2 + rng.uniform(-shift, shift) * max(bw, bh)
+        cy = y + bh / 2 + rng.uniform(-shift, shift) * max(bw, bh)
+        return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+
+    def _refine(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        im = self.images[self.with_objects[rng.integers(len(self.with_objects))]]
+        k = int(rng.integers(len(im.instances)))
+        inst = im.instances[k]
+        rgb = self._load(im)
+        box = self._instance_box(inst, rng, cfg.refine_box_scale, cfg.refine_box_shift)
+        mask = crop_resize(self._mask(inst), box, self.mask_size, Image.BILINEAR) > 127
+        obj = inst.obj_id
+        if rng.random() < cfg.false_positive_rate:
+            # A proposal of the wrong object: the refine model must answer "nothing here".
+            present = {i.obj_id for i in im.instances}
+            absent = [o for o in self.object_pool.tolist() if o not in present]
+            obj, mask = int(rng.choice(absent)), np.zeros(self.mask_size, dtype=bool)
+        image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR), rng)
+        return {"images": image, "templates": self._templates([obj], rng),
+                "masks": torch.from_numpy(mask[None]).float()}
+
+    def _vae(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        im = self.images[self.with_objects[rng.integers(len(self.with_objects))]]
+        inst = im.instances[int(rng.integers(len(im.instances)))]
+        scale = (1.05, 3.0) if rng.random() < 0.7 else (3.0, 8.0)  # object crops and whole-scene views
+        box = self._instance_box(inst, rng, scale, 0.3)
+        mask = Image.fromarray(self._mask(inst))
+        mask = _augment_mask(mask, box, self.mask_size, rng)
+        return {"masks": torch.from_numpy(mask[None]).float()}
+
+
+def _augment_mask(mask: Image.Image, box, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Crop + flips + random perspective (which includes affine) of a binary mask."""
+    x0, y0, x1, y1 = box
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+    corners += rng.normal(0, 0.08 * (x1 - x0), corners.shape)  # perspective / shear / scale
+    angle = rng.uniform(-math.pi, math.pi)
+    c = corners.mean(0)
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    corners = (corners - c) @ rot.T + c
+    if rng.random() < 0.5:
+        corners = corners[[1, 0, 3, 2]]
+    if rng.random() < 0.5:
+        corners = corners[[3, 2, 1, 0]]
+    out_pts = np.array([[0, 0], [size[1], 0], [size[1], size[0]], [0, size[0]]], dtype=np.float64)
+    coeffs = _perspective_coeffs(out_pts, corners)
+    warped = mask.transform((size[1], size[0]), Image.PERSPECTIVE, coeffs, resample=Image.BILINEAR)
+    return np.asarray(warped) > 127
+
+
+def _perspective_coeffs(dst: np.ndarray, src: np.ndarray) -> tuple[float, ...]:
+    """PIL's 8 coefficients mapping output pixel (dst) to input pixel (src)."""
+    a = []
+    for (x, y), (u, v) in zip(dst, src):
+        a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+    return tuple(np.linalg.solve(np.array(a), src.reshape(-1)).tolist())
+
+
+def load_template_bank(folder: str | Path, obj_ids: list[int] | None = None) -> dict[int, np.ndarray]:
+    """obj_id -> (V, S, S, 3) uint8 template views from a folder of archives (obj_XXXXXX.npz)."""
+    from ..templates.archive import load_archive
+
+    bank = {}
+    for npz in sorted(Path(folder).glob("obj_*.npz")):
+        oid = int(npz.stem.split("_")[1])
+        if obj_ids is None or oid in obj_ids:
+            bank[oid] = load_archive(npz).rgb
+    return bank
+
+
+def sigma_from_uniform(u: torch.Tensor, distribution: str, p_mean: float, p_std: float) -> torch.Tensor:
+    """Training noise level from a uniform draw (same laws as edm.sample_sigma)."""
+    u = u.clamp(1e-6, 1 - 1e-6)
+    if distribution == "uniform":  # log-uniform over the training range (the paper)
+        lo, hi = math.log(SIGMA_MIN_TRAIN), math.log(SIGMA_MAX_TRAIN)
+        return (lo + (hi - lo) * u).exp()
+    if distribution in ("normal", "normal_trunc"):
+        lo = 0.0 if distribution == "normal" else torch.special.ndtr(
+            torch.tensor((math.log(SIGMA_MIN_TRAIN) - p_mean) / p_std)).item()
+        hi = 1.0 if distribution == "normal" else torch.special.ndtr(
+            torch.tensor((math.log(SIGMA_MAX_TRAIN) - p_mean) / p_std)).item()
+        return (p_mean + p_std * torch.special.ndtri(lo + (hi - lo) * u)).exp()
+    raise ValueError(f"unknown sigma distribution {distribution!r}")

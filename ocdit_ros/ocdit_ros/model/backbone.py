@@ -143,6 +143,7 @@ class FeatureExtractor(nn.Module):
         if cfg.weights:
             load_backbone_weights(self.model, cfg.weights)
         self.model.requires_grad_(cfg.trainable)
+        self.model.mask_token.requires_grad_(False)  # never in the graph (see training.build_model)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         *lead, c, h, w = images.shape

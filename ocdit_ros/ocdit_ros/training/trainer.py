@@ -78,6 +78,8 @@ def build_model(cfg: TrainConfig) -> OCDiT:
         model.vae.requires_grad_(False)
         model.diffuser.requires_grad_(True)
         model.feature_extractor.requires_grad_(model_cfg.backbone.trainable)
+    # DINOv2's mask token is never used here; left trainable it would stall DDP's gradient buckets.
+    model.feature_extractor.model.mask_token.requires_grad_(False)
     return model
 
 
@@ -173,7 +175,9 @@ class Trainer:
     def loader(self, steps: int) -> DataLoader:
         sampler = _BatchIndices(self.step, steps, self.cfg.batch_size, self.rank, self.world)
         workers = self.cfg.num_workers
-        return DataLoader(_Samples(self.source), batch_size=self.cfg.batch_size, sampler=sampler,
+        # Its own generator: creating the iterator must not advance the global RNG, which the
+        # model's random class positions use and checkpoints restore.
+        return DataLoader(_Samples(self.source), generator=torch.Generator().manual_seed(self.cfg.seed), batch_size=self.cfg.batch_size, sampler=sampler,
                           num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None,
                           pin_memory=self.device.type == "cuda")
 

@@ -1,0 +1,224 @@
+"""Training: every stage learns a fixed batch, checkpoints resume bit-exactly, DDP (gloo) == one process."""
+
+import dataclasses
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ocdit_ros.model import load_model, tiny
+from ocdit_ros.training import TrainConfig, Trainer, lr_factor
+from ocdit_ros.training.samples import SampleSource, index_split
+
+
+def _write_scene(root: Path, rng: np.random.Generator, objects=(1, 2, 3), h=60, w=80, images=3) -> Path:
+    """A hand-made BOP scene: coloured rectangles as instances (no renderer needed)."""
+    scene = root / "train" / "000000"
+    for sub in ("rgb", "mask_visib"):
+        (scene / sub).mkdir(parents=True, exist_ok=True)
+    gt, info = {}, {}
+    colours = {1: (220, 40, 40), 2: (40, 220, 40), 3: (40, 40, 220)}
+    for im in range(images):
+        rgb = np.full((h, w, 3), 90, np.uint8)
+        gt[str(im)], info[str(im)] = [], []
+        for k, oid in enumerate(objects):
+            x0, y0 = int(rng.integers(0, w - 25)), int(rng.integers(0, h - 20))
+            bw, bh = int(rng.integers(12, 25)), int(rng.integers(10, 20))
+            mask = np.zeros((h, w), bool)
+            mask[y0:y0 + bh, x0:x0 + bw] = True
+            rgb[mask] = colours[oid]
+            Image.fromarray(mask.astype(np.uint8) * 255).save(scene / "mask_visib" / f"{im:06d}_{k:06d}.png")
+            gt[str(im)].append({"obj_id": oid, "cam_R_m2c": np.eye(3).ravel().tolist(), "cam_t_m2c": [0, 0, 500]})
+            info[str(im)].append({"bbox_visib": [x0, y0, bw, bh], "visib_fract": 1.0, "px_count_visib": int(mask.sum())})
+        Image.fromarray(rgb).save(scene / "rgb" / f"{im:06d}.png")
+    (scene / "scene_gt.json").write_text(json.dumps(gt))
+    (scene / "scene_gt_info.json").write_text(json.dumps(info))
+    return root / "train"
+
+
+def _write_templates(folder: Path, objects=(1, 2, 3, 4)) -> None:
+    from ocdit_ros.templates.archive import save_archive
+    from ocdit_ros.templates.render import TemplateViews
+
+    colours = {1: (220, 40, 40), 2: (40, 220, 40), 3: (40, 40, 220), 4: (200, 200, 40)}
+    for oid in objects:
+        rgb = np.zeros((6, 42, 42, 3), np.uint8)
+        rgb[:, 8:34, 8:34] = colours[oid]
+        views = TemplateViews(rgb, rgb[..., 0] > 0, np.tile(np.eye(3), (6, 1, 1)), np.zeros((6, 3)), np.eye(3),
+                              np.zeros((6, 4)), np.zeros((6, 4)))
+        save_archive(folder, f"obj_{oid:06d}", views, {"name": str(oid)})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    split = _write_scene(root, np.random.default_rng(0))
+    _write_templates(root / "templates")
+    return split, root / "templates"
+
+
+def _cfg(stage, data, tmp_path, **kw) -> TrainConfig:
+    split, templates = data
+    base = dict(stage=stage, model="tiny", data=[str(split)], templates=str(templates), out=str(tmp_path / stage),
+                batch_size=2, steps=4, warmup_steps=1, lr=2e-3, num_workers=0, objects_per_image=2,
+                templates_per_object=3, checkpoint_every=2, log_every=1, ema_decay=0.9)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_samples_have_the_model_shapes_and_depend_only_on_the_index(data, tmp_path):
+    cfg = _cfg("coarse", data, tmp_path)
+    model_cfg = tiny()
+    from ocdit_ros.training.samples import load_template_bank
+
+    src = SampleSource(cfg, model_cfg, load_template_bank(cfg.templates))
+    s = src.sample(7)
+    assert s["images"].shape == (3, 112, 112) and 0 <= s["images"].min() and s["images"].max() <= 1
+    assert s["templates"].shape == (2, 3, 3, 42, 42)
+    assert s["masks"].shape == (2, 128, 128) and set(s["masks"].unique().tolist()) <= {0.0, 1.0}
+    assert s["noise"].shape == s["posterior_eps"].shape == (2, 4, 8, 8)
+    again = src.sample(7)
+    assert all(torch.equal(s[k], again[k]) for k in s)
+    assert not torch.equal(src.sample(8)["noise"], s["noise"])
+    # The query whose mask is non-empty shows its object: the crop's pixels under the mask have
+    # the template's colour (the red/green/blue rectangles), so queries and targets line up.
+    for n in range(2):
+        m = s["masks"][n] > 0
+        if m.sum() > 30:
+            small = torch.nn.functional.interpolate(m[None, None].float(), size=(112, 112))[0, 0] > 0.5
+            pix = s["images"][:, small].mean(1)
+            tpl = s["templates"][n, 0][:, 21, 21]
+            assert torch.argmax(pix) == torch.argmax(tpl)
+
+
+def test_refine_samples_include_false_positive_crops(data, tmp_path):
+    from ocdit_ros.training.samples import load_template_bank
+
+    cfg = _cfg("refine", data, tmp_path, false_positive_rate=0.5)
+    src = SampleSource(cfg, tiny(), load_template_bank(cfg.templates))
+    masks = [src.sample(i)["masks"] for i in range(30)]
+    assert all(m.shape == (1, 128, 128) for m in masks)
+    empty = sum(int(m.sum() == 0) for m in masks)
+    assert 5 <= empty <= 25  # about half ask for an absent object
+
+
+def test_index_split_skips_faint_instances(tmp_path):
+    split = _write_scene(tmp_path, np.random.default_rng(1))
+    info = json.loads((split / "000000" / "scene_gt_info.json").read_text())
+    info["0"][0]["visib_fract"] = 0.05
+    (split / "000000" / "scene_gt_info.json").write_text(json.dumps(info))
+    images = index_split(split, visib_threshold=0.1)
+    assert len(images) == 3 and len(images[0].instances) == 2 and len(images[1].instances) == 3
+    with pytest.raises(FileNotFoundError, match="ocdit data scenes"):
+        index_split(tmp_path / "nothing")
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(data=["x"], steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    f = [lr_factor(s, cfg) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[10] > f[50] > f[99] >= 0.1
+
+
+@pytest.mark.parametrize("stage", ["vae", "coarse", "refine"])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(stage, data, tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(_cfg(stage, data, tmp_path, lr=3e-3, warmup_steps=1, steps=1000), quiet=True)
+    batch = next(iter(trainer.loader(1)))
+    # Same noise every step, so the loss measures fitting, not luck of the draw.
+    first = trainer.wrapped(**batch)["loss"].item()
+    for _ in range(25):
+        trainer.train_step(batch)
+    last = trainer.wrapped(**batch)["loss"].item()
+    assert last < first * 0.9, (first, last)
+
+
+def test_resume_from_a_checkpoint_is_bit_identical(data, tmp_path):
+    torch.manual_seed(0)
+    a = Trainer(_cfg("coarse", data, tmp_path / "a", steps=4, checkpoint_every=2), quiet=True)
+    a.fit()
+    b = Trainer(_cfg("coarse", data, tmp_path / "b", steps=4), quiet=True)
+    b.load_checkpoint(tmp_path / "a" / "coarse" / "checkpoint_0000002.pt")
+    assert b.step == 2
+    b.fit()
+    for (k, pa), (_, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(pa, pb), k
+    assert all(torch.equal(a.ema.shadow[k], b.ema.shadow[k]) for k in a.ema.shadow)
+    log = [json.loads(line) for line in (tmp_path / "a" / "coarse" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
+
+
+def test_export_writes_ema_weights_that_load_and_segment(data, tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(_cfg("vae", data, tmp_path, steps=2), quiet=True)
+    trainer.fit()
+    path = trainer.export()
+    model = load_model(path)
+    assert model.config.vae.raw_std != 1.0  # latents standardised from the trained encoder
+    assert model.vae.scale == pytest.approx(model.config.vae.final_std / model.config.vae.raw_std)
+    coarse = Trainer(_cfg("coarse", data, tmp_path, steps=1, init=str(path)), quiet=True)
+    trained = model.vae.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in coarse.model.vae.state_dict().items())
+    assert coarse.model.vae.scale == model.vae.scale
+    assert not any(p.requires_grad for p in coarse.model.vae.parameters())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_rank(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    trainer = Trainer(TrainConfig.from_dict(cfg_dict), device="cpu", quiet=True)
+    batch = next(iter(trainer.loader(1)))
+    trainer.wrapped(**batch)["loss"].backward()
+    if rank == 0:
+        torch.save({k: p.grad.clone() for k, p in trainer.model.named_parameters() if p.grad is not None}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_on_gloo_matches_single_process_gradient(data, tmp_path):
+    import torch.multiprocessing as mp
+
+    # "first" class positions: the random-interval draw is per process, so it would differ by design.
+    model_yaml = tmp_path / "model.yaml"
+    cfg_model = tiny()
+    cfg_model.diffuser = dataclasses.replace(cfg_model.diffuser, class_pe_training="first")
+    cfg_model.to_yaml(model_yaml)
+    cfg = _cfg("coarse", data, tmp_path, model=str(model_yaml), batch_size=2)
+    out = tmp_path / "ddp_grads.pt"
+    mp.start_processes(_ddp_rank, args=(2, _free_port(), cfg.to_dict(), str(out)), nprocs=2, join=True,
+                       start_method="spawn")
+    ddp = torch.load(out, weights_only=True)
+
+    torch.manual_seed(0)
+    single = Trainer(_cfg("coarse", data, tmp_path, model=str(model_yaml), batch_size=4), device="cpu", quiet=True)
+    batch = next(iter(single.loader(1)))
+    single.wrapped(**batch)["loss"].backward()
+    grads = {k: p.grad for k, p in single.model.named_parameters() if p.grad is not None}
+    assert set(grads) == set(ddp)
+    for k in grads:
+        diff = (ddp[k] - grads[k]).abs().max().item()
+        assert diff <= 1e-4 * grads[k].abs().max().item() + 1e-7, (k, diff, grads[k].abs().max().item())
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):
+    from ocdit_ros.cli import main
+
+    code = main(["train", "coarse", "--data", str(tmp_path / "none"), "--templates", str(tmp_path),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "ocdit data scenes" in err and "\n" not in err
+    (tmp_path / "bad.yaml").write_text("stage: coarse\nlearning_rate: 1\n")
+    assert main(["train", "coarse", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "learning_rate" in capsys.readouterr().err

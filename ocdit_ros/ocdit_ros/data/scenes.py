@@ -15,18 +15,18 @@ is the same whatever the worker count or order; finished scenes are skipped on a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ..templates.render_pybullet import gl_matrices, quiet_stdout
 
 SPLIT_NAMES = ("train", "val", "test")
 DEPTH_SCALE = 0.1  # BOP: depth_mm = png_value * depth_scale
@@ -155,21 +155,6 @@ def look_at_cv(eye: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndar
     return R, -R @ eye
 
 
-def gl_matrices(R: np.ndarray, t: np.ndarray, K: np.ndarray, width: int, height: int,
-                near: float = 0.05, far: float = 5.0) -> tuple[list[float], list[float]]:
-    """pybullet view and projection matrices (column-major) for an OpenCV pose and intrinsics."""
-    view = np.eye(4)
-    view[:3, :3], view[:3, 3] = R, t
-    view = np.diag([1.0, -1.0, -1.0, 1.0]) @ view  # OpenCV camera -> OpenGL camera
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    proj = np.array([
-        [2 * fx / width, 0, 1 - 2 * cx / width, 0],
-        [0, 2 * fy / height, 2 * cy / height - 1, 0],
-        [0, 0, -(far + near) / (far - near), -2 * far * near / (far - near)],
-        [0, 0, -1, 0]])
-    return view.T.reshape(-1).tolist(), proj.T.reshape(-1).tolist()
-
-
 def gl_depth_to_metres(buffer: np.ndarray, near: float = 0.05, far: float = 5.0) -> np.ndarray:
     return far * near / (far - (far - near) * buffer)
 
@@ -215,25 +200,10 @@ def full_mask(obj: SceneObject, R_m2c: np.ndarray, t_m2c: np.ndarray, K: np.ndar
     return mask[py:py + height, px:px + width], int(mask.sum())
 
 
-@contextlib.contextmanager
-def _quiet_stdout():
-    """pybullet's C code prints start-up and texture chatter to fd 1; keep it off the user's terminal."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-
-
 def generate_scene(scene_dir: Path, scene_seed: int, pool: list[int], objects: dict[int, SceneObject],
                    cfg: SceneConfig, work_dir: Path) -> dict:
     """Simulate and render one scene into `scene_dir`; returns timing and counts."""
-    with _quiet_stdout():
+    with quiet_stdout():
         return _generate_scene(scene_dir, scene_seed, pool, objects, cfg, work_dir)
 
 

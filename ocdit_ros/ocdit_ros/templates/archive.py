@@ -118,9 +118,15 @@ def render_or_load(mesh_path: str | Path, out_dir: str | Path, settings: RenderS
         except ArchiveError:
             pass  # corrupt cache: render again
     mesh = mesh or load_mesh(mesh_path, units=units, name=oid)
-    views = render_templates(mesh, settings)
+    if settings.renderer == "pybullet":
+        from .render_pybullet import render_templates_pybullet
+
+        views = render_templates_pybullet(mesh_path, settings, Path(out_dir) / ".pybullet_assets", units)
+    else:
+        views = render_templates(mesh, settings)
     meta = {"name": mesh.name, "mesh_path": str(mesh_path.resolve()), "mesh_sha256": sha, "units": units,
             "scale_to_m": mesh.scale_to_m, "diameter_m": mesh.diameter, "render_settings": settings.to_dict(),
-            "renderer": "ocdit_ros.templates.raster (NumPy z-buffer, Lambert)", "bop_info": mesh.info}
+            "renderer": {"raster": "ocdit_ros.templates.raster (NumPy z-buffer, Lambert)",
+                         "pybullet": "pybullet TinyRenderer"}[settings.renderer], "bop_info": mesh.info}
     save_archive(out_dir, oid, views, meta)
     return load_archive(npz), False

@@ -28,8 +28,13 @@ class RenderSettings:
     fov_deg: float = 40.0
     ambient: float = 0.35
     light_dir_cam: tuple[float, float, float] = (-0.35, -0.55, -0.75)  # towards the light, camera frame
+    # "raster": our NumPy z-buffer (no dependencies); "pybullet": TinyRenderer, faster and the
+    # renderer of our synthetic scenes (render_pybullet.py).
+    renderer: str = "raster"
 
     def validate(self) -> "RenderSettings":
+        if self.renderer not in ("raster", "pybullet"):
+            raise ValueError(f"renderer={self.renderer!r}: use raster or pybullet")
         if self.views < 1 or self.views > 2000:
             raise ValueError(f"views={self.views}: must be in [1, 2000]")
         if self.template_size < 14 or self.template_size % 14:
@@ -99,10 +104,16 @@ def render_templates(mesh: ObjectMesh, settings: RenderSettings | None = None) -
     out = {k: [] for k in ("rgb", "masks", "R", "t", "bbox", "crop")}
     s = settings.render_size
     for direction in view_directions(settings.views):
-        R, t = look_at(direction * distance)
-        frags = rasterize(verts @ R.T + t, faces, K, s, s)
-        mask = frags.face >= 0
-        if not mask.any():
+        for attempt in range(4):
+            R, t = look_at(direction * distance)
+            frags = rasterize(verts @ R.T + t, faces, K, s, s)
+            mask = frags.face >= 0
+            if mask.any():
+                break
+            # A flat object (a sign, a sheet) seen exactly edge-on covers no pixel centre:
+            # tilt the view a little and try again.
+            direction = _tilt(direction, math.radians(5.0 * (attempt + 1)))
+        else:
             raise MeshError(f"mesh {mesh.name}: a view rendered empty; is the mesh degenerate?")
         rgb = _shade(frags, mask, faces, normals @ R.T, colors, uv, tex_of_face, textures, light, settings.ambient)
         ys, xs = np.nonzero(mask)
@@ -117,6 +128,15 @@ def render_templates(mesh: ObjectMesh, settings: RenderSettings | None = None) -
         out["crop"].append(crop)
     return TemplateViews(np.stack(out["rgb"]), np.stack(out["masks"]), np.stack(out["R"]), np.stack(out["t"]), K,
                          np.array(out["bbox"], dtype=np.float64), np.array(out["crop"], dtype=np.float64))
+
+
+def _tilt(direction: np.ndarray, angle: float) -> np.ndarray:
+    """`direction` turned by `angle` diagonally, towards both perpendicular axes (a ruler seen
+    end-on needs a tilt that shows its length *and* its width)."""
+    a1 = np.cross(direction, [0.0, 0.0, 1.0] if abs(direction[2]) < 0.9 else [1.0, 0.0, 0.0])
+    a1 /= np.linalg.norm(a1)
+    a2 = np.cross(direction, a1)
+    return direction * math.cos(angle) + (a1 + a2) / math.sqrt(2) * math.sin(angle)
 
 
 def _flatten(mesh: ObjectMesh):

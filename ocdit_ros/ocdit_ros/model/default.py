@@ -24,3 +24,10 @@ def default_weights() -> tuple[Path, Path | None]:
         raise NoDefaultModel(f"no default model in {WEIGHTS_DIR} ({COARSE} missing); pass --weights, "
                              f"or train one with 'ocdit train' (docs/training.md)")
     return coarse, refine if refine.is_file() else None
+
+
+def template_settings():
+    """How the default model's training templates were rendered; render yours the same way."""
+    from ..templates.render import RenderSettings
+
+    return RenderSettings(views=42, template_size=42, render_size=128, renderer="pybullet")

@@ -17,6 +17,10 @@ def add_parser(subparsers):
     r.add_argument("--views", type=int, default=42, help="viewpoints (12/42/162 use icosphere vertices)")
     r.add_argument("--size", type=int, default=126, help="template side in px, a multiple of 14")
     r.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"], help="mesh units")
+    r.add_argument("--render-size", type=int, default=256, help="side of the full render the crops come from")
+    r.add_argument("--renderer", default="raster", choices=["raster", "pybullet"],
+                   help="raster: NumPy z-buffer (no extra dependency); pybullet: TinyRenderer (faster, "
+                        "what the synthetic scenes and the default model's templates use)")
     return p
 
 
@@ -26,7 +30,8 @@ def run(args) -> int:
     from .render import RenderSettings
 
     try:
-        settings = RenderSettings(views=args.views, template_size=args.size).validate()
+        settings = RenderSettings(views=args.views, template_size=args.size, render_size=args.render_size,
+                                  renderer=args.renderer).validate()
     except ValueError as exc:
         print(f"ocdit templates: error: {exc}", file=sys.stderr)
         return 2

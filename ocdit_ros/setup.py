@@ -35,10 +35,13 @@ setup(
     # as an empty namespace package: `ocdit_ros.__version__` is missing and `from . import` fails.
     package_dir={"": "."},
     data_files=data_files(),
+    # The shipped default model, its card and the fixed object split travel with the package.
+    package_data={"ocdit_ros": ["weights/*.safetensors", "weights/*.md", "data/splits/*.json"]},
     # The ML core only; rclpy and the messages come from ROS (or `make`), imported lazily.
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4", "pyyaml>=6", "pillow>=9"],
-    extras_require={"eval": ["pycocotools>=2.0.7"], "progress": ["tqdm>=4"], "templates": ["trimesh>=4", "scipy"], "bag": ["rosbags>=0.10"]},
+    extras_require={"eval": ["pycocotools>=2.0.7"], "progress": ["tqdm>=4"], "templates": ["trimesh>=4", "scipy"], "bag": ["rosbags>=0.10"],
+                    "data": ["trimesh>=4", "scipy", "pybullet>=3.2"], "train": ["tensorboard", "tqdm>=4"]},
     python_requires=">=3.10",
-    zip_safe=True,
+    zip_safe=False,  # the weights and the split are read as files
     entry_points={"console_scripts": ["ocdit = ocdit_ros.cli:main", "segment_node = ocdit_ros.segment_node:main"]},
 )

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import cli as data_cli  # trimesh/pybullet are imported only when a data command runs
 
     data_cli.add_parser(sub).set_defaults(run=data_cli.run)
+    from .evaluation import cli as eval_cli  # pycocotools is imported only when scoring
+
+    eval_cli.add_parser(sub).set_defaults(run=eval_cli.run)
     from .training import cli as train_cli
 
     train_cli.add_parser(sub).set_defaults(run=train_cli.run)

@@ -38,6 +38,8 @@ def _write_scene(root: Path, rng: np.random.Generator, objects=(1, 2, 3), h=60, 
         Image.fromarray(rgb).save(scene / "rgb" / f"{im:06d}.png")
     (scene / "scene_gt.json").write_text(json.dumps(gt))
     (scene / "scene_gt_info.json").write_text(json.dumps(info))
+    cam = {"cam_K": [100.0, 0, w / 2, 0, 100.0, h / 2, 0, 0, 1], "depth_scale": 1.0}
+    (scene / "scene_camera.json").write_text(json.dumps({str(i): cam for i in range(images)}))
     return root / "train"
 
 

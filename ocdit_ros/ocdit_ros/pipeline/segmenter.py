@@ -57,6 +57,7 @@ class SegmentationResult:
     stage: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     num_proposals: int = 0
+    coarse_instances: list[Instance] | None = None  # the coarse stage's answer, when asked for (keep_coarse)
 
 
 class Segmenter:
@@ -74,8 +75,9 @@ class Segmenter:
 
     # ------------------------------------------------------------------------------------
     def segment(self, image, objects: Sequence, config: PipelineConfig | None = None,
-                stage: str = "refined") -> SegmentationResult:
-        """Segment `objects` in `image`. `stage="coarse"` stops after the coarse stage."""
+                stage: str = "refined", keep_coarse: bool = False) -> SegmentationResult:
+        """Segment `objects` in `image`. `stage="coarse"` stops after the coarse stage;
+        `keep_coarse` also returns the coarse instances (coarse vs refined in one run)."""
         cfg = (config or self.config).validate()
         specs = [ObjectSpec.coerce(o) for o in objects]
         if not specs:
@@ -118,7 +120,12 @@ class Segmenter:
         instances = self._instances(final, specs, (h, w), cfg, "refined" if do_refine else "coarse")
         timings["postprocess"] = (time.perf_counter() - t2) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return SegmentationResult(instances, (h, w), "refined" if do_refine else "coarse", timings, len(proposals))
+        coarse = None
+        if keep_coarse:
+            coarse = instances if not do_refine else self._instances(
+                [(p, p.confidence, p.object_index) for p in proposals], specs, (h, w), cfg, "coarse")
+        return SegmentationResult(instances, (h, w), "refined" if do_refine else "coarse", timings, len(proposals),
+                                  coarse)
 
     # ------------------------------------------------------------------------------------
     def _run_views(self, model: MaskModel, img: torch.Tensor, views: list[View], objects: list[list[ObjectSpec]],

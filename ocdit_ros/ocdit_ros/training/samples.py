@@ -8,7 +8,6 @@ batch compute the same gradient as one process on the whole batch.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,27 +36,16 @@ class GtImage:
 
 def index_split(split_dir: str | Path, visib_threshold: float = 0.1) -> list[GtImage]:
     """All images of a BOP split folder with their target instances (visib_fract >= threshold)."""
-    split_dir = Path(split_dir)
-    scenes = sorted(p for p in split_dir.iterdir() if (p / "scene_gt_info.json").is_file()) \
-        if split_dir.is_dir() else []
-    if not scenes:
-        raise FileNotFoundError(f"{split_dir}: no BOP scenes (folders with scene_gt.json and scene_gt_info.json); "
-                                f"generate some with 'ocdit data scenes'")
-    images = []
-    for scene in scenes:
-        gt = json.loads((scene / "scene_gt.json").read_text())
-        info = json.loads((scene / "scene_gt_info.json").read_text())
-        for im_id in sorted(gt, key=int):
-            rgb = next((p for p in (scene / "rgb" / f"{int(im_id):06d}{ext}" for ext in (".jpg", ".png"))
-                        if p.is_file()), None)
-            if rgb is None:
-                continue
-            inst = tuple(
-                GtInstance(int(g["obj_id"]), str(scene / "mask_visib" / f"{int(im_id):06d}_{k:06d}.png"),
-                           tuple(i["bbox_visib"]))
-                for k, (g, i) in enumerate(zip(gt[im_id], info[im_id])) if i["visib_fract"] >= visib_threshold)
-            images.append(GtImage(str(rgb), inst))
-    return images
+    from ..data.bop import BopFormatError, BopSplit
+
+    try:
+        split = BopSplit(split_dir)
+        images = split.images
+    except BopFormatError as exc:
+        raise FileNotFoundError(f"{exc}; generate training scenes with 'ocdit data scenes'") from None
+    return [GtImage(str(im.rgb_path), tuple(GtInstance(i.obj_id, str(i.mask_visib_path), i.bbox_visib)
+                                            for i in im.instances if i.visib_fract >= visib_threshold))
+            for im in images]
 
 
 def crop_resize(img: np.ndarray, box, size: tuple[int, int], resample) -> np.ndarray:

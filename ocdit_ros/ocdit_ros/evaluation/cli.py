@@ -1,0 +1,195 @@
+"""`ocdit eval --dataset DIR (--results FILE.json | [--weights W]) --out REPORT.json`.
+
+With --results it scores a BOP 2D-segmentation results file. Without, it first runs the pipeline
+(the shipped default model unless --weights) over the split and scores both the refined output
+(`ap`) and the coarse stage's (`ap_coarse`, same run, refinement skipped for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..data.bop import BopFormatError, open_split
+from .coco import ResultsError, evaluate
+
+
+class EvalError(Exception):
+    """One-line user error, exit status 2."""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help="COCO/BOP segmentation AP on a BOP-format split",
+                              description="Score a results file, or run the pipeline and score it.")
+    p.add_argument("--dataset", required=True, help="BOP split folder, or dataset root (with --split)")
+    p.add_argument("--split", help="split folder name under a dataset root (default: the only one, test, val)")
+    p.add_argument("--out", required=True, help="report JSON (results JSON goes next to it)")
+    p.add_argument("--results", help="BOP 2D segmentation results JSON to score (no model is run)")
+    p.add_argument("--weights", help="coarse weights (default: the shipped model)")
+    p.add_argument("--refine-weights", help="refine weights (default: shipped refine model, or the coarse one)")
+    p.add_argument("--config", help="pipeline config YAML")
+    p.add_argument("--templates", help="template cache folder (default: DATASET_ROOT/templates_cache)")
+    p.add_argument("--template-renderer", choices=["pybullet", "raster"], default="pybullet",
+                   help="renderer for templates (the shipped model was trained with pybullet's)")
+    p.add_argument("--queries", choices=["all", "present"], default="all",
+                   help="objects asked for per image: all the dataset's models (detection, the default) "
+                        "or only those in the ground truth (BOP's localisation setting)")
+    p.add_argument("--max-images", type=int, help="only the first N images (in scene, image order)")
+    p.add_argument("--ensemble", type=int, help="coarse ensemble size (override)")
+    p.add_argument("--steps", type=int, help="sampling steps of both stages (override)")
+    p.add_argument("--no-coarse-ap", action="store_true", help="skip the coarse-only score")
+    p.add_argument("--visib-threshold", type=float, default=0.1, help="BOP: fainter instances are not targets")
+    p.add_argument("--device", help="cpu, cuda, ...")
+    return p
+
+
+def run(args) -> int:
+    try:
+        return _run(args)
+    except (EvalError, BopFormatError, ResultsError, FileNotFoundError, ValueError) as exc:
+        print(f"ocdit eval: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    split = open_split(args.dataset, args.split)
+    images = split.images[: args.max_images] if args.max_images else split.images
+    if not images:
+        raise EvalError(f"{split.path}: no images")
+    report: dict = {"dataset": str(split.path), "num_images": len(images), "visib_threshold": args.visib_threshold}
+    if args.results:
+        path = Path(args.results)
+        if not path.is_file():
+            raise EvalError(f"--results {path}: no such file")
+        try:
+            records = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise EvalError(f"--results {path}: not JSON ({exc})") from None
+        scores = evaluate(split, records, args.visib_threshold, images=images)
+        report.update(scores.to_dict(), results=str(path))
+        times = [r.get("time", -1) for r in records if isinstance(r, dict)]
+        if times and min(times) >= 0:
+            report["timing"] = {"mean_seconds_per_image": _mean_per_image(records)}
+    else:
+        records, coarse_records, timing, cfg = _run_pipeline(args, split, images)
+        out = Path(args.out)
+        results_path = out.with_name(out.stem + "_results.json")
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(records))
+        scores = evaluate(split, records, args.visib_threshold, images=images)
+        report.update(scores.to_dict(), results=str(results_path), timing=timing, pipeline_config=cfg)
+        if coarse_records is not None:
+            coarse = evaluate(split, coarse_records, args.visib_threshold, images=images)
+            report.update(ap_coarse=coarse.ap, ap50_coarse=coarse.ap50, ap75_coarse=coarse.ap75)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(format_table(report))
+    return 0
+
+
+def _mean_per_image(records: list[dict]) -> float:
+    per_image = {}
+    for r in records:
+        per_image[(r["scene_id"], r["image_id"])] = r.get("time", 0.0)
+    return sum(per_image.values()) / max(len(per_image), 1)
+
+
+def _run_pipeline(args, split, images):
+    import torch
+
+    from ..model import load_model
+    from ..model.default import NoDefaultModel, default_weights, template_settings
+    from ..pipeline.config import PipelineConfig
+    from ..pipeline.export import bop_records
+    from ..pipeline.segmenter import Segmenter
+    from ..templates.archive import render_or_load
+    from ..templates.render import RenderSettings
+
+    if split.models_dir is None:
+        raise EvalError(f"{split.root}: no models/ folder with models_info.json; templates come from the models")
+    weights, refine_weights = args.weights, args.refine_weights
+    if not weights:
+        try:
+            weights, shipped_refine = default_weights()
+        except NoDefaultModel as exc:
+            raise EvalError(str(exc)) from None
+        refine_weights = refine_weights or shipped_refine
+    cfg = PipelineConfig.from_yaml(args.config) if args.config else PipelineConfig()
+    changes = {}
+    if args.device:
+        changes["device"] = args.device
+    if args.ensemble:
+        changes["coarse.ensemble"] = args.ensemble
+    if args.steps:
+        changes["coarse.num_steps"] = args.steps
+        changes["refine.num_steps"] = args.steps
+    cfg = cfg.replace(**changes) if changes else cfg
+    coarse = load_model(weights)
+    refine = load_model(refine_weights) if refine_weights else None
+    segmenter = Segmenter(coarse, refine, cfg)
+
+    # Templates as the default model's were rendered, at this model's template size.
+    base, size = template_settings(), coarse.config.template_size[0]
+    settings = RenderSettings(views=base.views, template_size=size, render_size=max(base.render_size, 3 * size),
+                              renderer=args.template_renderer)
+    cache = Path(args.templates) if args.templates else split.root / "templates_cache"
+    wanted = sorted({i.obj_id for im in images for i in im.instances}) if args.queries == "present" \
+        else split.object_ids()
+    templates = {}
+    for oid in _progress(wanted, "templates"):
+        name = f"obj_{oid:06d}"
+        templates[oid], _ = render_or_load(split.models_dir / f"{name}.ply", cache, settings, object_id=name,
+                                           units="mm")
+    records, coarse_records, seconds = [], [] if not args.no_coarse_ap else None, []
+    category = {f"obj_{oid:06d}": oid for oid in templates}
+    torch.set_grad_enabled(False)
+    for im in _progress(images, "eval"):
+        queried = sorted({i.obj_id for i in im.instances}) if args.queries == "present" else list(templates)
+        if not queried:
+            continue
+        t0 = time.perf_counter()
+        result = segmenter.segment(im.load_rgb(), [templates[o] for o in queried], keep_coarse=not args.no_coarse_ap)
+        dt = time.perf_counter() - t0
+        seconds.append(dt)
+        for rec in bop_records(result, im.scene_id, im.image_id, category):
+            rec["time"] = dt
+            records.append(rec)
+        if coarse_records is not None:
+            coarse_result = type(result)(result.coarse_instances or [], result.image_size, "coarse")
+            for rec in bop_records(coarse_result, im.scene_id, im.image_id, category):
+                rec["time"] = dt
+                coarse_records.append(rec)
+    timing = {"mean_seconds_per_image": sum(seconds) / max(len(seconds), 1), "total_seconds": sum(seconds),
+              "device": str(cfg.device), "threads": torch.get_num_threads()}
+    meta = {"weights": str(weights), "refine_weights": str(refine_weights) if refine_weights else None,
+            "queries": args.queries, "template_settings": settings.to_dict(), **cfg.to_dict()}
+    return records, coarse_records, timing, meta
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{report['dataset']}: {report['num_images']} images, {report['num_gt']} targets "
+             f"({report['num_ignored_gt']} ignored, visib < {report['visib_threshold']}), "
+             f"{report['num_predictions']} predictions",
+             f"{'':12}{'AP':>8}{'AP50':>8}{'AP75':>8}",
+             f"{'refined' if 'ap_coarse' in report else 'results':12}{report['ap']:8.3f}{report['ap50']:8.3f}"
+             f"{report['ap75']:8.3f}"]
+    if "ap_coarse" in report:
+        lines.append(f"{'coarse':12}{report['ap_coarse']:8.3f}{report['ap50_coarse']:8.3f}{report['ap75_coarse']:8.3f}")
+    if report.get("per_object"):
+        lines.append("per object AP: " + ", ".join(f"{k}: {v:.3f}" for k, v in sorted(report["per_object"].items(),
+                                                                                     key=lambda kv: int(kv[0]))))
+    if report.get("timing"):
+        lines.append(f"time: {report['timing']['mean_seconds_per_image']:.2f} s per image")
+    return "\n".join(lines)
+
+
+def _progress(items, desc):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, file=sys.stderr, disable=len(items) < 2)

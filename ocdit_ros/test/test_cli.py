@@ -55,15 +55,16 @@ def test_render_then_segment_writes_masks_json_and_overlays(tmp_path, capsys):
     assert isinstance(bop, list) and all(b["category_id"] == 1 for b in bop)
 
 
-def test_user_errors_are_one_line_with_status_2(tmp_path, capsys):
+def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, monkeypatch):
     _setup(tmp_path)
     main(["templates", "render", str(tmp_path / "box.ply"), "--out", str(tmp_path / "tpl"), "--views", "12", "--size", "42"])
     capsys.readouterr()
     base = ["segment", str(tmp_path / "scene.png"), "--out", str(tmp_path / "o")]
     assert main(base + ["--objects", str(tmp_path / "nope"), "--weights", str(tmp_path / "tiny.safetensors")]) == 2
     assert "not a folder" in capsys.readouterr().err
+    monkeypatch.setattr("ocdit_ros.model.default.WEIGHTS_DIR", tmp_path / "no_weights")  # an install without them
     assert main(base + ["--objects", str(tmp_path / "tpl")]) == 2
-    assert "no model weights" in capsys.readouterr().err
+    assert "no default model" in capsys.readouterr().err
     cfg = tiny()
     cfg.diffuser.depth = 3
     torch.manual_seed(0)

@@ -146,13 +146,14 @@ def _run_pipeline(args, split, images):
                                            units="mm")
     records, coarse_records, seconds = [], [] if not args.no_coarse_ap else None, []
     category = {f"obj_{oid:06d}": oid for oid in templates}
-    torch.set_grad_enabled(False)
     for im in _progress(images, "eval"):
         queried = sorted({i.obj_id for i in im.instances}) if args.queries == "present" else list(templates)
         if not queried:
             continue
         t0 = time.perf_counter()
-        result = segmenter.segment(im.load_rgb(), [templates[o] for o in queried], keep_coarse=not args.no_coarse_ap)
+        with torch.no_grad():
+            result = segmenter.segment(im.load_rgb(), [templates[o] for o in queried],
+                                       keep_coarse=not args.no_coarse_ap)
         dt = time.perf_counter() - t0
         seconds.append(dt)
         for rec in bop_records(result, im.scene_id, im.image_id, category):

@@ -17,7 +17,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description="Segment the objects of a template folder in images.")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--objects", required=True, help="folder of template archives (ocdit templates render)")
-    p.add_argument("--weights", help="coarse model weights (.safetensors or save_pretrained folder)")
+    p.add_argument("--weights", help="coarse model weights (.safetensors or save_pretrained folder); "
+                                     "default: the shipped model (ocdit_ros/weights/MODEL_CARD.md)")
     p.add_argument("--refine-weights", help="refine model weights (default: the coarse model)")
     p.add_argument("--model-config", help="model config (preset or YAML) for weights without a stored config")
     p.add_argument("--config", help="pipeline config YAML (ensembles, steps, thresholds, ...)")
@@ -53,12 +54,19 @@ def build_segmenter(args, cfg: PipelineConfig):
     from ..model import load_config, load_model
     from .segmenter import Segmenter
 
-    if not args.weights:
-        raise CliError("no model weights: pass --weights (no trained default model is shipped yet)")
+    weights, refine_weights = args.weights, args.refine_weights
+    if not weights:
+        from ..model.default import NoDefaultModel, default_weights
+
+        try:
+            weights, shipped_refine = default_weights()
+        except NoDefaultModel as exc:
+            raise CliError(str(exc)) from None
+        refine_weights = refine_weights or shipped_refine
     model_cfg = load_config(args.model_config) if args.model_config else None
     try:
-        coarse = load_model(args.weights, model_cfg)
-        refine = load_model(args.refine_weights, model_cfg) if args.refine_weights else None
+        coarse = load_model(weights, model_cfg)
+        refine = load_model(refine_weights, model_cfg) if refine_weights else None
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(f"cannot load model: {exc}") from None
     return Segmenter(coarse, refine, cfg)

@@ -102,7 +102,17 @@ class SegmentNode(Node):
             torch.manual_seed(0)
             coarse = OCDiT.from_config(model_cfg)
         else:
-            raise ValueError("set the 'weights' parameter (a .safetensors file or save_pretrained folder)")
+            from ..model.default import NoDefaultModel, default_weights
+
+            try:
+                coarse_path, refine_path = default_weights()
+            except NoDefaultModel as exc:
+                raise ValueError(f"set the 'weights' parameter: {exc}") from None
+            self.get_logger().info(f"no weights given: the shipped default model {coarse_path.name} "
+                                   f"(synthetic-data toy model, see its MODEL_CARD.md)")
+            coarse = load_model(coarse_path, None, ro["device"])
+            if not ro["refine_weights"] and refine_path is not None:
+                ro = {**ro, "refine_weights": str(refine_path)}
         refine = load_model(ro["refine_weights"], model_cfg, ro["device"]) if ro["refine_weights"] else None
         self.segmenter = Segmenter(coarse, refine, self.config)
         if not ro["templates_dir"]:

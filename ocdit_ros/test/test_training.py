@@ -224,3 +224,18 @@ def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("stage: coarse\nlearning_rate: 1\n")
     assert main(["train", "coarse", "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "learning_rate" in capsys.readouterr().err
+
+
+def test_sigma_laws_from_uniform_draws():
+    from ocdit_ros.training.samples import sigma_from_uniform
+
+    half = torch.tensor([0.5])
+    assert sigma_from_uniform(half, "uniform", -0.4, 1.2).item() == pytest.approx((0.002 * 80) ** 0.5, rel=1e-5)
+    assert sigma_from_uniform(half, "normal", -0.4, 1.2).item() == pytest.approx(np.exp(-0.4), rel=1e-5)
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0))
+    s = sigma_from_uniform(u, "normal_trunc", -0.4, 3.0)
+    assert s.min() >= 0.002 - 1e-6 and s.max() <= 80 + 1e-4
+    logs = sigma_from_uniform(u, "normal", -0.4, 1.2).log()
+    assert logs.mean().item() == pytest.approx(-0.4, abs=0.03) and logs.std().item() == pytest.approx(1.2, abs=0.03)
+    with pytest.raises(ValueError, match="unknown sigma distribution"):
+        sigma_from_uniform(half, "cosine", 0, 1)

@@ -44,6 +44,9 @@ class TrainConfig:
     refine_box_shift: float = 0.15  # refine: centre jitter, fraction of the box side
     false_positive_rate: float = 0.25  # refine: query an object that is not in the crop -> empty mask
     colour_jitter: float = 0.2
+    # diffusion noise levels: None = the model config's (the paper: log-uniform); "normal" = EDM's
+    # log-normal around the model's P_mean/P_std, which spends fewer steps on trivial low noise
+    sigma_distribution: str | None = None
     # VAE
     kl_weight: float = 1e-4  # beta of the beta-VAE
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU

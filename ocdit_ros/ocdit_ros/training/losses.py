@@ -17,9 +17,10 @@ from .samples import sigma_from_uniform
 
 
 class DiffusionLoss(nn.Module):
-    def __init__(self, model: OCDiT):
+    def __init__(self, model: OCDiT, sigma_distribution: str | None = None):
         super().__init__()
         self.model = model
+        self.sigma_distribution = sigma_distribution or model.config.diffuser.sigma_distribution
 
     def forward(self, images, templates, masks, posterior_eps, noise, sigma_u) -> dict[str, torch.Tensor]:
         model = self.model
@@ -30,7 +31,7 @@ class DiffusionLoss(nn.Module):
             latents = (mean + torch.exp(0.5 * logvar) * posterior_eps.flatten(0, 1)) * model.vae.scale
             latents = latents.reshape(b, n, *latents.shape[1:])
         d = model.config.diffuser
-        sigma = sigma_from_uniform(sigma_u, d.sigma_distribution, d.P_mean, d.P_std).reshape(b, 1, 1, 1, 1)
+        sigma = sigma_from_uniform(sigma_u, self.sigma_distribution, d.P_mean, d.P_std).reshape(b, 1, 1, 1, 1)
         weight = edm.loss_weight(sigma, d.sigma_data)
         noisy = latents + noise * sigma
         denoised, logvar_u = model.diffuser.forward_noise(noisy, sigma, image_features, template_features,

@@ -121,7 +121,8 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         templates = load_template_bank(cfg.templates) if cfg.stage != "vae" else None
         self.source = SampleSource(cfg, self.model.config, templates)
-        self.loss_fn = (VAELoss(self.model, cfg.kl_weight) if cfg.stage == "vae" else DiffusionLoss(self.model))
+        self.loss_fn = (VAELoss(self.model, cfg.kl_weight) if cfg.stage == "vae"
+                        else DiffusionLoss(self.model, cfg.sigma_distribution))
         self.wrapped = self.loss_fn
         if self.world > 1:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(

@@ -1,4 +1,4 @@
-"""BOP reader and COCO segmentation AP (pycocotools) with known answers; `ocdit eval`."""
+"""COCO segmentation AP (pycocotools) of BOP results with known answers; `ocdit eval`."""
 
 import json
 from pathlib import Path
@@ -8,51 +8,12 @@ import pytest
 from PIL import Image
 
 from ocdit_ros.cli import main
-from ocdit_ros.data.bop import BopFormatError, open_split
+from ocdit_ros.data.bop import open_split
 from ocdit_ros.evaluation import evaluate
 from ocdit_ros.pipeline.export import rle_encode
+from test_bop_dataset import SCENES, H, W, write_dataset  # the tiny BOP dataset (pytest puts test/ on sys.path)
 
 pytest.importorskip("pycocotools")
-H, W = 64, 80
-
-
-def _rect(x, y, w, h):
-    m = np.zeros((H, W), bool)
-    m[y:y + h, x:x + w] = True
-    return m
-
-
-# scene -> image -> [(obj_id, mask, visib_fract)]
-SCENES = {
-    0: {0: [(1, _rect(5, 5, 20, 15), 1.0), (2, _rect(40, 10, 25, 30), 0.9)],
-        1: [(1, _rect(30, 30, 22, 18), 1.0), (3, _rect(2, 40, 12, 10), 0.05)]},  # obj 3: too faint to count
-    3: {0: [(2, _rect(10, 12, 30, 20), 0.7), (2, _rect(50, 30, 20, 25), 1.0)],
-        2: [(1, _rect(20, 20, 16, 16), 0.5)]},
-}
-
-
-def write_dataset(root: Path, gray: bool = False) -> Path:
-    split = root / "test"
-    for sid, images in SCENES.items():
-        scene = split / f"{sid:06d}"
-        for sub in ("gray" if gray else "rgb", "mask_visib", "mask"):
-            (scene / sub).mkdir(parents=True, exist_ok=True)
-        gt, info, cam = {}, {}, {}
-        for im_id, insts in images.items():
-            img = np.full((H, W), 100, np.uint8) if gray else np.full((H, W, 3), 100, np.uint8)
-            Image.fromarray(img).save(scene / ("gray" if gray else "rgb") / f"{im_id:06d}.png")
-            gt[str(im_id)], info[str(im_id)] = [], []
-            cam[str(im_id)] = {"cam_K": [90.0, 0, W / 2, 0, 90.0, H / 2, 0, 0, 1], "depth_scale": 0.1}
-            for k, (oid, mask, vf) in enumerate(insts):
-                Image.fromarray(mask.astype(np.uint8) * 255).save(scene / "mask_visib" / f"{im_id:06d}_{k:06d}.png")
-                Image.fromarray(mask.astype(np.uint8) * 255).save(scene / "mask" / f"{im_id:06d}_{k:06d}.png")
-                gt[str(im_id)].append({"obj_id": oid, "cam_R_m2c": np.eye(3).ravel().tolist(), "cam_t_m2c": [0, 0, 400]})
-                ys, xs = np.nonzero(mask)
-                info[str(im_id)].append({"bbox_visib": [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1,
-                                                        int(np.ptp(ys)) + 1], "visib_fract": vf})
-        for name, data in (("scene_gt.json", gt), ("scene_gt_info.json", info), ("scene_camera.json", cam)):
-            (scene / name).write_text(json.dumps(data))
-    return split
 
 
 def records(transform=lambda m: m, score=0.9, skip=(), include_faint=False):
@@ -73,33 +34,6 @@ def split(tmp_path):
     return open_split(write_dataset(tmp_path))
 
 
-def test_reader_round_trip(tmp_path):
-    write_dataset(tmp_path)
-    split = open_split(tmp_path)  # the dataset root with one split
-    assert split.path.name == "test" and len(split) == 4
-    im = split.images[1]
-    assert (im.scene_id, im.image_id) == (0, 1)
-    assert im.K[0, 0] == 90.0 and im.depth_scale == 0.1 and im.load_rgb().shape == (H, W, 3)
-    assert [i.obj_id for i in im.instances] == [1, 3] and im.instances[1].visib_fract == 0.05
-    assert np.array_equal(im.load_mask(im.instances[0]), SCENES[0][1][0][1])
-    assert split.object_ids() == [1, 2, 3]  # no models/: ids from the ground truth
-
-
-def test_reader_gray_images_and_errors(tmp_path):
-    split = open_split(write_dataset(tmp_path / "g", gray=True))
-    assert split.images[0].load_rgb().shape == (H, W, 3)
-    (split.path / "000003" / "scene_camera.json").unlink()
-    with pytest.raises(BopFormatError, match="scene_camera.json is missing"):
-        open_split(split.path).images
-    with pytest.raises(BopFormatError, match="pass --split"):
-        open_split(tmp_path / "g" / "test" / "000000")  # a scene, not a split
-    (tmp_path / "two" / "val" / "000000").mkdir(parents=True)
-    (tmp_path / "two" / "val" / "000000" / "scene_gt.json").write_text("{}")
-    (tmp_path / "two" / "train" / "000000").mkdir(parents=True)
-    (tmp_path / "two" / "train" / "000000" / "scene_gt.json").write_text("{}")
-    assert open_split(tmp_path / "two").path.name == "val"
-
-
 def test_ground_truth_as_predictions_is_perfect(split):
     s = evaluate(split, records())
     assert (s.ap, s.ap50, s.ap75) == (1.0, 1.0, 1.0)
@@ -113,18 +47,98 @@ def test_empty_predictions_score_zero(split):
 
 
 def test_faint_instances_are_neither_targets_nor_false_positives(split):
-    assert evaluate(split, records(include_faint=True)).ap == 1.0
+    assert evaluate(split, records()).ap == 1.0  # not found: no miss
+    s = evaluate(split, records(include_faint=True, score=0.5))
+    assert s.ap == 1.0 and s.num_predictions == 7  # found: no false positive (obj 3 has no targets)
+    faint = [r for r in records(include_faint=True) if r["category_id"] == 3][0]
+    s = evaluate(split, records(score=0.5) + [{**faint, "category_id": 1, "score": 0.99}])
+    assert s.per_object[1] == pytest.approx(0.75)  # ignore regions are per object: calling it obj 1 is an FP
 
 
-def test_shifted_masks_drop_strict_thresholds_only(split):
-    # Shift by 30 % of each mask's width: IoU ~ 0.54 -> matched at 0.5, not at 0.6 and above.
+def test_visib_threshold_zero_makes_every_instance_a_target(split):
+    s = evaluate(split, records(), visib_threshold=0.0)
+    assert s.num_gt == 7 and s.num_ignored_gt == 0 and s.per_object == {1: 1.0, 2: 1.0, 3: 0.0}
+    assert s.ap == pytest.approx(2 / 3)
+    assert evaluate(split, records(include_faint=True), visib_threshold=0.0).ap == 1.0
+
+
+def test_images_without_targets_give_zero_not_nan(split):
+    from dataclasses import replace
+
+    faint_only = [replace(im, instances=im.instances[1:]) for im in split.images
+                  if (im.scene_id, im.image_id) == (0, 1)]
+    s = evaluate(faint_only, records(include_faint=True))
+    assert (s.ap, s.ap50, s.ap75, s.num_gt, s.has_targets) == (0.0, 0.0, 0.0, 0, False)
+    assert s.to_dict()["has_targets"] is False and s.num_images == 1
+
+
+def test_mask_size_must_match_the_image(split):
+    from ocdit_ros.evaluation import ResultsError
+
+    bad = records()
+    bad[2]["segmentation"] = rle_encode(np.ones((H, W + 1), bool))
+    with pytest.raises(ResultsError, match=r"entry 2 \(scene 0, image 1\): mask size \[64, 81\] != image size"):
+        evaluate(split, bad)
+
+
+def test_uncompressed_rle_counts_are_accepted(split):
+    from ocdit_ros.pipeline.export import rle_decode
+
+    recs = records()
+    for r in recs:
+        m = rle_decode(r["segmentation"]).ravel(order="F")
+        change = np.flatnonzero(m[1:] != m[:-1]) + 1
+        counts = np.diff(np.concatenate([[0], change, [m.size]])).tolist()
+        r["segmentation"] = {"size": r["segmentation"]["size"], "counts": [0] + counts if m[0] else counts}
+    assert evaluate(split, recs).ap == 1.0
+
+
+def trim(iou):
+    """Drop the first pixels (column-major) of a mask so that IoU(trimmed, mask) is just below `iou`."""
+    def f(m):
+        idx = np.flatnonzero(m.ravel(order="F"))
+        n = int(np.ceil(len(idx) * (1 - iou)))
+        out = m.ravel(order="F").copy()
+        out[idx[:n]] = False
+        return out.reshape(m.shape, order="F")
+    return f
+
+
+@pytest.mark.parametrize("iou, ap, ap50, ap75", [
+    (0.58, 0.2, 1.0, 0.0),  # matched at IoU thresholds .50 and .55 only
+    (0.78, 0.6, 1.0, 1.0),  # .50 ... .75
+    (0.93, 0.9, 1.0, 1.0),  # all but .95
+])
+def test_degraded_masks_drop_strict_thresholds_only(split, iou, ap, ap50, ap75):
+    s = evaluate(split, records(trim(iou)))
+    assert (s.ap50, s.ap75) == (ap50, ap75)
+    assert s.ap == pytest.approx(ap, abs=1e-9)
+
+
+def test_shifted_masks_keep_ap50_only(split):
+    # Shift by 30 % of the mask's width: rectangles keep IoU ~0.54, the ellipse falls below 0.5.
     def shift(m):
         ys, xs = np.nonzero(m)
         return np.roll(m, int(round(0.3 * (np.ptp(xs) + 1))), axis=1)
 
     s = evaluate(split, records(shift))
-    assert s.ap50 == 1.0 and s.ap75 == 0.0
-    assert s.ap == pytest.approx(0.1, abs=1e-6)  # 1 of the 10 IoU thresholds
+    assert s.ap75 == 0.0 and 0.0 < s.ap < 0.1 < s.ap50 < 1.0
+    assert s.per_object[1] == pytest.approx(0.1)  # obj 1: rectangles only, matched at .50 only
+
+
+def test_a_confident_false_positive_costs_precision(split):
+    fp = {**records()[0], "scene_id": 3, "image_id": 0, "score": 0.99}  # obj 1 where there is none
+    s = evaluate(split, records() + [fp])
+    # obj 1: FP, TP, TP, TP by score -> interpolated precision 0.75 at every recall; obj 2 stays perfect.
+    assert s.per_object == {1: pytest.approx(0.75), 2: 1.0}
+    assert s.ap == pytest.approx(0.875) and s.num_predictions == 7
+
+
+def test_per_object_ap_of_one_degraded_object(split):
+    good, bad = records(), records(trim(0.58))
+    s = evaluate(split, [g if g["category_id"] == 1 else b for g, b in zip(good, bad)])
+    assert s.per_object == {1: 1.0, 2: pytest.approx(0.2)}
+    assert s.ap == pytest.approx(0.6)
 
 
 def test_missing_one_object_type_shows_in_per_object_ap(split):
@@ -178,59 +192,140 @@ def test_matches_pycocotools_called_directly(split):
 
 def test_cli_scores_a_results_file(split, tmp_path, capsys):
     res = tmp_path / "res.json"
-    res.write_text(json.dumps(records()))
-    code = main(["eval", "--dataset", str(split.path.parent), "--results", str(res), "--out", str(tmp_path / "r.json")])
+    res.write_text(json.dumps(records(skip={(3, 0, 1)})))  # one obj 2 instance missed
+    out = tmp_path / "reports" / "r.json"
+    code = main(["eval", "--dataset", str(split.path.parent), "--results", str(res), "--out", str(out)])
     assert code == 0
-    report = json.loads((tmp_path / "r.json").read_text())
-    assert report["ap"] == 1.0 and report["ap50"] == 1.0 and report["ap75"] == 1.0 and report["num_images"] == 4
-    assert report["timing"]["mean_seconds_per_image"] == pytest.approx(0.5)
-    assert "AP50" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert (report["num_images"], report["num_gt"], report["num_predictions"]) == (4, 6, 5)
+    # obj 2: recall stops at 2/3, i.e. at 67 of COCO's 101 recall points (precision 1 up to there).
+    assert report["per_object"] == {"1": 1.0, "2": pytest.approx(67 / 101)}
+    for key in ("ap", "ap50", "ap75"):
+        assert report[key] == pytest.approx((1 + 67 / 101) / 2)
+    assert report["timing"] == {"mean_seconds_per_image": 0.5, "total_seconds": 2.0}
+    assert report["dataset"] == str(split.path) and report["results"] == str(res) and report["has_targets"]
+    table = capsys.readouterr().out
+    assert "AP50" in table and "obj_000002" in table and "0.500 s per image" in table
+
+
+def test_cli_honours_max_images_and_targets_file(split, tmp_path):
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps(records()))
+    out = tmp_path / "r.json"
+    assert main(["eval", "--dataset", str(split.path), "--results", str(res), "--out", str(out),
+                 "--max-images", "1"]) == 0
+    assert json.loads(out.read_text())["num_images"] == 1 and json.loads(out.read_text())["num_predictions"] == 2
+    (split.root / "test_targets_bop19.json").write_text(json.dumps([{"scene_id": 3, "im_id": 2, "obj_id": 1,
+                                                                     "inst_count": 1}]))
+    assert main(["eval", "--dataset", str(split.root), "--results", str(res), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["num_images"] == 1 and report["num_gt"] == 1 and report["targets_file"].endswith("bop19.json")
+    assert main(["eval", "--dataset", str(split.root), "--results", str(res), "--out", str(out), "--all-images"]) == 0
+    assert json.loads(out.read_text())["num_images"] == 4
 
 
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not JSON"),
+    ("{}", "must be a JSON list"),
     (json.dumps([{"scene_id": 0}]), "entry 0 lacks"),
     (json.dumps([{"scene_id": 0, "image_id": 0, "category_id": 1, "score": 1, "segmentation": [1, 2]}]), "COCO RLE"),
+    (json.dumps([{"scene_id": 0, "image_id": 0, "category_id": "a", "score": 1,
+                  "segmentation": {"size": [H, W], "counts": "PPYo1"}}]), "category_id must be an integer"),
+    (json.dumps([{"scene_id": 0, "image_id": 1, "category_id": 1, "score": 1,
+                  "segmentation": rle_encode(np.zeros((10, 10), bool))}]), "entry 0 (scene 0, image 1): mask size"),
 ])
 def test_cli_bad_results_are_one_line(split, tmp_path, capsys, content, message):
     res = tmp_path / "bad.json"
     res.write_text(content)
     assert main(["eval", "--dataset", str(split.path), "--results", str(res), "--out", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err.strip()
-    assert message in err and "\n" not in err and "Traceback" not in err
-    assert main(["eval", "--dataset", str(tmp_path / "nowhere"), "--results", str(res), "--out", "x.json"]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert message in err and str(res) in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
 
 
-def test_cli_runs_the_pipeline_and_reports_coarse_and_refined(tmp_path):
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "{tmp}/nowhere", "--results", "{tmp}/res.json"], "nowhere is not a folder"),
+    (["--dataset", "{split}", "--results", "{tmp}/missing.json"], "--results {tmp}/missing.json: no such file"),
+    (["--dataset", "{split}", "--split", "val", "--results", "{tmp}/res.json"], "no split folder 'val'"),
+    (["--dataset", "{split}", "--results", "{tmp}/res.json", "--max-images", "0"], "--max-images 0: must be >= 1"),
+    (["--dataset", "{split}"], "no models/ folder with models_info.json"),
+])
+def test_cli_bad_arguments_are_one_line(split, tmp_path, capsys, args, message):
+    (tmp_path / "res.json").write_text("[]")
+    fill = {"tmp": str(tmp_path), "split": str(split.path)}
+    args = [a.format(**fill) for a in args]
+    assert main(["eval", *args, "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ocdit eval: error: ") and message.format(**fill) in err and "\n" not in err
+
+
+def test_cli_without_a_shipped_model_says_so(split, tmp_path, capsys, monkeypatch):
+    from ocdit_ros.model import default
+
+    def none():
+        raise default.NoDefaultModel("no default model in X; pass --weights")
+
+    monkeypatch.setattr(default, "default_weights", none)
+    _write_models(split.root, {1: (60, 40, 30)})
+    assert main(["eval", "--dataset", str(split.path), "--out", str(tmp_path / "r.json")]) == 2
+    assert capsys.readouterr().err.strip() == "ocdit eval: error: no default model in X; pass --weights"
+    assert main(["eval", "--dataset", str(split.path), "--weights", str(tmp_path / "nope.safetensors"),
+                 "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ocdit eval: error: cannot load model:") and "\n" not in err
+
+
+def _write_models(root: Path, boxes: dict[int, tuple]) -> None:
     trimesh = pytest.importorskip("trimesh")
+    models = root / "models"
+    models.mkdir(exist_ok=True)
+    info = {}
+    for oid, ext in boxes.items():  # BOP models are in millimetres
+        trimesh.creation.box(extents=ext).export(models / f"obj_{oid:06d}.ply")
+        info[str(oid)] = {"diameter": float(np.linalg.norm(ext)), "min_x": -ext[0] / 2, "size_x": ext[0]}
+    (models / "models_info.json").write_text(json.dumps(info))
+
+
+def test_cli_runs_the_pipeline_and_reports_coarse_and_refined(tmp_path, capsys):
     pytest.importorskip("pybullet")
     import torch
 
     from ocdit_ros.model import OCDiT, save_weights, tiny
 
-    split = write_dataset(tmp_path)
-    models = tmp_path / "models"
-    models.mkdir()
-    info = {}
-    for oid, ext in ((1, (60, 40, 30)), (2, (30, 30, 60)), (3, (20, 50, 20))):
-        trimesh.creation.box(extents=ext).export(models / f"obj_{oid:06d}.ply")
-        info[str(oid)] = {"diameter": float(np.linalg.norm(ext))}
-    (models / "models_info.json").write_text(json.dumps(info))
+    # One image with one box-shaped object: a random-weight tiny model, 1 sample, 1 step.
+    scene = tmp_path / "test" / "000000"
+    for sub in ("rgb", "mask_visib", "mask"):
+        (scene / sub).mkdir(parents=True)
+    Image.fromarray(np.full((H, W, 3), 90, np.uint8)).save(scene / "rgb" / "000000.png")
+    mask = np.zeros((H, W), np.uint8)
+    mask[10:40, 20:60] = 255
+    Image.fromarray(mask).save(scene / "mask_visib" / "000000_000000.png")
+    (scene / "scene_gt.json").write_text(json.dumps({"0": [{"obj_id": 1, "cam_R_m2c": np.eye(3).ravel().tolist(),
+                                                            "cam_t_m2c": [0, 0, 500]}]}))
+    (scene / "scene_gt_info.json").write_text(json.dumps({"0": [{"visib_fract": 1.0,
+                                                                 "bbox_visib": [20, 10, 40, 30]}]}))
+    (scene / "scene_camera.json").write_text(json.dumps({"0": {"cam_K": [90, 0, 40, 0, 90, 32, 0, 0, 1],
+                                                               "depth_scale": 1.0}}))
+    _write_models(tmp_path, {1: (60, 40, 30)})
     torch.manual_seed(0)
     save_weights(OCDiT.from_config(tiny()), tmp_path / "w.safetensors")
     cfg = tmp_path / "pipe.yaml"
     cfg.write_text("proposal_threshold: 0.0\nscore_threshold: 0.0\nmin_support: 0.0\n"
                    "refine:\n  ensemble: 1\n  augmentations: 1\n")
     out = tmp_path / "report.json"
-    code = main(["eval", "--dataset", str(split), "--weights", str(tmp_path / "w.safetensors"), "--config", str(cfg),
-                 "--out", str(out), "--max-images", "2", "--ensemble", "1", "--steps", "2"])
-    assert code == 0
+    code = main(["eval", "--dataset", str(tmp_path), "--weights", str(tmp_path / "w.safetensors"), "--config", str(cfg),
+                 "--out", str(out), "--ensemble", "1", "--steps", "1"])
+    assert code == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
-    for key in ("ap", "ap50", "ap75", "ap_coarse"):
+    for key in ("ap", "ap50", "ap75", "ap_coarse", "ap50_coarse"):
         assert 0.0 <= report[key] <= 1.0
-    assert report["num_images"] == 2 and report["timing"]["mean_seconds_per_image"] > 0
+    assert report["num_images"] == 1 and report["num_gt"] == 1 and set(report["per_object"]) == {"1"}
+    assert report["timing"]["mean_seconds_per_image"] > 0 and report["timing"]["total_seconds"] > 0
+    used = report["pipeline_config"]
+    assert used["coarse"]["ensemble"] == 1 and used["coarse"]["num_steps"] == used["refine"]["num_steps"] == 1
+    assert report["pipeline_config"]["template_settings"]["template_size"] == tiny().template_size[0]
     results = json.loads((tmp_path / "report_results.json").read_text())
-    assert results and {r["category_id"] for r in results} <= {1, 2, 3}
-    assert all(r["scene_id"] == 0 and r["image_id"] in (0, 1) for r in results)
-    assert len(list((tmp_path / "templates_cache").glob("obj_*.npz"))) == 3
+    assert all(r["category_id"] == 1 and (r["scene_id"], r["image_id"]) == (0, 0) and r["time"] > 0 for r in results)
+    assert report["num_predictions"] == len(results)
+    assert (tmp_path / "templates_cache" / "obj_000001.npz").is_file()
+    assert "coarse" in capsys.readouterr().out

@@ -30,6 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--results", help="BOP 2D segmentation results JSON to score (no model is run)")
     p.add_argument("--weights", help="coarse weights (default: the shipped model)")
     p.add_argument("--refine-weights", help="refine weights (default: shipped refine model, or the coarse one)")
+    p.add_argument("--model-config", help="model config (preset or YAML) for weights without a stored config")
     p.add_argument("--config", help="pipeline config YAML")
     p.add_argument("--templates", help="template cache folder (default: DATASET_ROOT/templates_cache)")
     p.add_argument("--template-renderer", choices=["pybullet", "raster"], default="pybullet",
@@ -38,10 +39,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="objects asked for per image: all the dataset's models (detection, the default) "
                         "or only those in the ground truth (BOP's localisation setting)")
     p.add_argument("--max-images", type=int, help="only the first N images (in scene, image order)")
+    p.add_argument("--all-images", action="store_true",
+                   help="ignore the dataset's test_targets_bop19.json (default: only its images, as BOP does)")
     p.add_argument("--ensemble", type=int, help="coarse ensemble size (override)")
     p.add_argument("--steps", type=int, help="sampling steps of both stages (override)")
     p.add_argument("--no-coarse-ap", action="store_true", help="skip the coarse-only score")
-    p.add_argument("--visib-threshold", type=float, default=0.1, help="BOP: fainter instances are not targets")
+    p.add_argument("--visib-threshold", type=float, default=0.1,
+                   help="instances less visible are not targets (BOP: 0.1); 0: every instance is one")
     p.add_argument("--device", help="cpu, cuda, ...")
     return p
 
@@ -49,17 +53,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     try:
         return _run(args)
-    except (EvalError, BopFormatError, ResultsError, FileNotFoundError, ValueError) as exc:
+    except (EvalError, BopFormatError, ResultsError, OSError, ValueError) as exc:  # user errors: one line
         print(f"ocdit eval: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _run(args) -> int:
-    split = open_split(args.dataset, args.split)
+    if args.max_images is not None and args.max_images < 1:
+        raise EvalError(f"--max-images {args.max_images}: must be >= 1")
+    if not 0.0 <= args.visib_threshold <= 1.0:
+        raise EvalError(f"--visib-threshold {args.visib_threshold}: must be in [0, 1]")
+    split = open_split(args.dataset, args.split, targets=None if args.all_images else "auto")
     images = split.images[: args.max_images] if args.max_images else split.images
     if not images:
-        raise EvalError(f"{split.path}: no images")
-    report: dict = {"dataset": str(split.path), "num_images": len(images), "visib_threshold": args.visib_threshold}
+        raise EvalError(f"{split.path}: no images" + (f" listed in {split.targets_path}" if split.targets_path else ""))
+    report: dict = {"dataset": str(split.path), "num_images": len(images), "visib_threshold": args.visib_threshold,
+                    "faint_instances": "iscrowd (neither targets nor false positives)",
+                    "targets_file": str(split.targets_path) if split.targets_path else None}
     if args.results:
         path = Path(args.results)
         if not path.is_file():
@@ -68,11 +78,14 @@ def _run(args) -> int:
             records = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise EvalError(f"--results {path}: not JSON ({exc})") from None
-        scores = evaluate(split, records, args.visib_threshold, images=images)
-        report.update(scores.to_dict(), results=str(path))
-        times = [r.get("time", -1) for r in records if isinstance(r, dict)]
-        if times and min(times) >= 0:
-            report["timing"] = {"mean_seconds_per_image": _mean_per_image(records)}
+        try:
+            scores = evaluate(split, records, args.visib_threshold, images=images)
+        except ResultsError as exc:
+            raise EvalError(f"--results {path}: {exc}") from None
+        report.update(scores.to_dict(), results=str(path), num_records=len(records))
+        times = [r.get("time", -1) for r in records]
+        if times and all(isinstance(t, (int, float)) and t >= 0 for t in times):  # BOP: -1 = not measured
+            report["timing"] = _timing(records)
     else:
         records, coarse_records, timing, cfg = _run_pipeline(args, split, images)
         out = Path(args.out)
@@ -91,17 +104,17 @@ def _run(args) -> int:
     return 0
 
 
-def _mean_per_image(records: list[dict]) -> float:
-    per_image = {}
-    for r in records:
-        per_image[(r["scene_id"], r["image_id"])] = r.get("time", 0.0)
-    return sum(per_image.values()) / max(len(per_image), 1)
+def _timing(records: list[dict]) -> dict:
+    """BOP `time` is per image (repeated on each of its entries): count it once per image."""
+    per_image = {(r["scene_id"], r["image_id"]): float(r["time"]) for r in records}
+    total = sum(per_image.values())
+    return {"mean_seconds_per_image": total / max(len(per_image), 1), "total_seconds": total}
 
 
 def _run_pipeline(args, split, images):
     import torch
 
-    from ..model import load_model
+    from ..model import load_config, load_model
     from ..model.default import NoDefaultModel, default_weights, template_settings
     from ..pipeline.config import PipelineConfig
     from ..pipeline.export import bop_records
@@ -122,14 +135,18 @@ def _run_pipeline(args, split, images):
     changes = {}
     if args.device:
         changes["device"] = args.device
-    if args.ensemble:
+    if args.ensemble is not None:
         changes["coarse.ensemble"] = args.ensemble
-    if args.steps:
+    if args.steps is not None:
         changes["coarse.num_steps"] = args.steps
         changes["refine.num_steps"] = args.steps
     cfg = cfg.replace(**changes) if changes else cfg
-    coarse = load_model(weights)
-    refine = load_model(refine_weights) if refine_weights else None
+    model_cfg = load_config(args.model_config) if args.model_config else None
+    try:
+        coarse = load_model(weights, model_cfg)
+        refine = load_model(refine_weights, model_cfg) if refine_weights else None
+    except (FileNotFoundError, ValueError) as exc:
+        raise EvalError(f"cannot load model: {exc}") from None
     segmenter = Segmenter(coarse, refine, cfg)
 
     # Templates as the default model's were rendered, at this model's template size.
@@ -141,9 +158,8 @@ def _run_pipeline(args, split, images):
         else split.object_ids()
     templates = {}
     for oid in _progress(wanted, "templates"):
-        name = f"obj_{oid:06d}"
-        templates[oid], _ = render_or_load(split.models_dir / f"{name}.ply", cache, settings, object_id=name,
-                                           units="mm")
+        name = f"obj_{oid:06d}"  # BOP models are in millimetres
+        templates[oid], _ = render_or_load(split.model_path(oid), cache, settings, object_id=name, units="mm")
     records, coarse_records, seconds = [], [] if not args.no_coarse_ap else None, []
     category = {f"obj_{oid:06d}": oid for oid in templates}
     for im in _progress(images, "eval"):
@@ -167,24 +183,29 @@ def _run_pipeline(args, split, images):
     timing = {"mean_seconds_per_image": sum(seconds) / max(len(seconds), 1), "total_seconds": sum(seconds),
               "device": str(cfg.device), "threads": torch.get_num_threads()}
     meta = {"weights": str(weights), "refine_weights": str(refine_weights) if refine_weights else None,
-            "queries": args.queries, "template_settings": settings.to_dict(), **cfg.to_dict()}
+            "config_file": args.config, "queries": args.queries, "template_settings": settings.to_dict(),
+            **cfg.to_dict()}
     return records, coarse_records, timing, meta
 
 
 def format_table(report: dict) -> str:
+    """The report as a plain-text table: AP rows per stage, then one row per object, then timing."""
     lines = [f"{report['dataset']}: {report['num_images']} images, {report['num_gt']} targets "
              f"({report['num_ignored_gt']} ignored, visib < {report['visib_threshold']}), "
              f"{report['num_predictions']} predictions",
-             f"{'':12}{'AP':>8}{'AP50':>8}{'AP75':>8}",
-             f"{'refined' if 'ap_coarse' in report else 'results':12}{report['ap']:8.3f}{report['ap50']:8.3f}"
+             f"{'':14}{'AP':>8}{'AP50':>8}{'AP75':>8}",
+             f"{'refined' if 'ap_coarse' in report else 'all':14}{report['ap']:8.3f}{report['ap50']:8.3f}"
              f"{report['ap75']:8.3f}"]
     if "ap_coarse" in report:
-        lines.append(f"{'coarse':12}{report['ap_coarse']:8.3f}{report['ap50_coarse']:8.3f}{report['ap75_coarse']:8.3f}")
-    if report.get("per_object"):
-        lines.append("per object AP: " + ", ".join(f"{k}: {v:.3f}" for k, v in sorted(report["per_object"].items(),
-                                                                                     key=lambda kv: int(kv[0]))))
+        lines.append(f"{'coarse':14}{report['ap_coarse']:8.3f}{report['ap50_coarse']:8.3f}"
+                     f"{report['ap75_coarse']:8.3f}")
+    for oid, ap in sorted(report.get("per_object", {}).items(), key=lambda kv: int(kv[0])):
+        lines.append(f"{f'obj_{int(oid):06d}':14}{ap:8.3f}")
+    if not report.get("has_targets", True):
+        lines.append("no targets in these images: AP is reported as 0")
     if report.get("timing"):
-        lines.append(f"time: {report['timing']['mean_seconds_per_image']:.2f} s per image")
+        t = report["timing"]
+        lines.append(f"time: {t['mean_seconds_per_image']:.3f} s per image, {t.get('total_seconds', 0.0):.1f} s total")
     return "\n".join(lines)
 
 

@@ -4,6 +4,11 @@ Targets are the visible masks (`mask_visib`) of instances with visib_fract >= 0.
 threshold). Fainter instances are marked `iscrowd`: pycocotools then neither counts a prediction
 on them as a false positive nor their absence as a miss, which is what "not a target" means (a
 method that finds a 5 %-visible object is not punished).
+
+Why iscrowd and not bop_toolkit's `"ignore": true`: stock pycocotools overwrites `ignore` with
+`iscrowd` in COCOeval._prepare, so bop_toolkit's flag has no effect there and the faint instances
+end up as ordinary targets. `visib_threshold=0` reproduces that (every instance is a target).
+A crowd region matches a prediction when intersection / prediction area >= the IoU threshold.
 """
 
 from __future__ import annotations
@@ -33,10 +38,16 @@ class CocoScores:
     num_images: int = 0
     num_gt: int = 0
     num_ignored_gt: int = 0
-    num_predictions: int = 0
+    num_predictions: int = 0  # on the evaluated images (entries for other images are dropped)
+
+    @property
+    def has_targets(self) -> bool:
+        """False when no image has a target: AP is then reported as 0.0, not NaN/-1."""
+        return self.num_gt > 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["has_targets"] = self.has_targets
         d["per_object"] = {str(k): v for k, v in self.per_object.items()}
         return d
 
@@ -60,6 +71,13 @@ def validate_records(records) -> list[dict]:
             raise ResultsError(f"entry {i}: segmentation must be COCO RLE {{'counts': ..., 'size': [h, w]}}")
         if not isinstance(r["score"], (int, float)) or not math.isfinite(r["score"]):
             raise ResultsError(f"entry {i}: score must be a finite number")
+        for key in ("scene_id", "image_id", "category_id"):
+            if isinstance(r[key], bool) or not isinstance(r[key], int):
+                raise ResultsError(f"entry {i}: {key} must be an integer, got {r[key]!r}")
+        size = seg["size"]
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)) \
+                or not isinstance(seg["counts"], (str, list)):
+            raise ResultsError(f"entry {i}: segmentation needs 'size' [h, w] and 'counts' (string or list)")
     return records
 
 
@@ -98,14 +116,21 @@ def evaluate(split: BopSplit | list[BopImage], records: list[dict], visib_thresh
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    from ..pipeline.export import rle_decode, rle_encode
+
     images = images if images is not None else (split.images if isinstance(split, BopSplit) else split)
     records = validate_records(records)
     gt = ground_truth(images, visib_threshold)
-    keys = {im["id"] for im in gt["images"]}
+    sizes = {im["id"]: [im["height"], im["width"]] for im in gt["images"]}
     dets = []
-    for r in records:
+    for i, r in enumerate(records):
         key = image_key(r["scene_id"], r["image_id"])
-        if key in keys:
+        if key in sizes:
+            if list(r["segmentation"]["size"]) != sizes[key]:
+                raise ResultsError(f"entry {i} (scene {r['scene_id']}, image {r['image_id']}): mask size "
+                                   f"{r['segmentation']['size']} != image size {sizes[key]}")
+            if isinstance(r["segmentation"]["counts"], list):  # uncompressed RLE: pycocotools wants it compressed
+                r = {**r, "segmentation": rle_encode(rle_decode(r["segmentation"]))}
             dets.append({"image_id": key, "category_id": int(r["category_id"]), "score": float(r["score"]),
                          "segmentation": {"size": list(r["segmentation"]["size"]),
                                           "counts": r["segmentation"]["counts"]}})
@@ -114,7 +139,8 @@ def evaluate(split: BopSplit | list[BopImage], records: list[dict], visib_thresh
                         len(images), len(targets), len(gt["annotations"]) - len(targets), len(dets))
     if not targets or not dets:
         return scores  # nothing to find, or nothing found: AP 0 (pycocotools would say -1)
-    # Categories that only appear in predictions are evaluated too (all their detections are FPs).
+    # Categories only in the predictions are listed too; as in COCO, a category without targets
+    # has no precision (-1) and stays out of the mean, so such predictions cost nothing.
     gt["categories"] = [{"id": c} for c in sorted({a["category_id"] for a in gt["annotations"]}
                                                    | {d["category_id"] for d in dets})]
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress

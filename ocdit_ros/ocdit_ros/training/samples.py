@@ -168,7 +168,12 @@ class SampleSource:
                 queries.append((ids[j], nearest[ids[j]][1]))
         present = {i.obj_id for i in im.instances}
         absent = [o for o in self.object_pool.tolist() if o not in present]
-        for o in rng.choice(absent, size=n - len(queries), replace=False):
+        missing = n - len(queries)
+        if missing and not absent:
+            raise ValueError(f"objects_per_image={n}, but every template object is in the image; "
+                             f"add templates of more objects or lower objects_per_image")
+        # Few absent objects (a small object set): the same one may fill several slots.
+        for o in rng.choice(absent, size=missing, replace=len(absent) < missing) if missing else []:
             queries.append((int(o), np.zeros(self.mask_size, dtype=bool)))
         order = rng.permutation(n)
         queries = [queries[i] for i in order]

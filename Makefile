@@ -56,7 +56,7 @@ test: venv
 	$(PY) -m pytest ocdit_ros/test -ra
 
 demo: venv
-	$(PY) -m ocdit_ros.demo --out demo_out
+	$(PY) -m ocdit_ros.demo --out demo_out --show-all
 
 bench: venv
 	$(PY) benchmarks/model.py

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 CACHE = Path(os.environ.get("OCDIT_CACHE", Path.home() / ".cache" / "ocdit"))
+SHOW_ALL = {"min_support": 0.0, "proposal_threshold": 0.0, "score_threshold": 0.0}
 
 
 def prepare_scene(out: Path, seed: int, objects: int, width: int, height: int) -> tuple[Path, dict]:
@@ -69,7 +70,8 @@ def prepare_templates(scene: Path, template_size: int, extra_absent: int, seed: 
     return folder, present + absent
 
 
-def run_node(image: np.ndarray, templates: Path, weights: str | None, timeout: float = 300.0):
+def run_node(image: np.ndarray, templates: Path, weights: str | None, extra: dict | None = None,
+             timeout: float = 300.0):
     """Publish `image` to a live `ocdit` node and return the InstanceArray it answers with."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # never leave this machine
     import rclpy
@@ -83,7 +85,7 @@ def run_node(image: np.ndarray, templates: Path, weights: str | None, timeout: f
 
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx)
-    params = {"templates_dir": str(templates)}
+    params = {"templates_dir": str(templates), **(extra or {})}
     if weights:
         params["weights"] = weights
     node = SegmentNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
@@ -129,6 +131,8 @@ def main(argv=None) -> int:
     ap.add_argument("--objects", type=int, default=3, help="test objects dropped into the scene")
     ap.add_argument("--absent", type=int, default=2, help="extra test objects queried that are NOT in the scene")
     ap.add_argument("--no-ros", action="store_true", help="run the pipeline directly instead of the node")
+    ap.add_argument("--show-all", action="store_true",
+                    help="thresholds to 0 (min_support, proposal_threshold, score_threshold): show every proposal")
     args = ap.parse_args(argv)
 
     from PIL import Image as PILImage
@@ -166,7 +170,7 @@ def main(argv=None) -> int:
             print("rclpy is not importable here: running the pipeline directly (make demo has ROS)")
             use_ros = False
     if use_ros:
-        result = run_node(image, templates, args.weights)
+        result = run_node(image, templates, args.weights, SHOW_ALL if args.show_all else None)
         print(f"/ocdit/instances: stage {result.stage!r}, {len(result.instances)} instance(s), "
               f"node latency {result.latency_total_ms:.0f} ms")
         for inst in result.instances:
@@ -177,7 +181,10 @@ def main(argv=None) -> int:
         from .templates import load_template_dir
 
         coarse, refine = (args.weights, None) if args.weights else default_weights()
-        seg = Segmenter(load_model(coarse), load_model(refine) if refine else None)
+        from .pipeline import PipelineConfig
+
+        cfg = PipelineConfig().replace(**SHOW_ALL) if args.show_all else PipelineConfig()
+        seg = Segmenter(load_model(coarse), load_model(refine) if refine else None, cfg)
         res = seg.segment(image, load_template_dir(templates))
         instances = [(i.object_id, i.score, i.mask) for i in res.instances]
     elapsed = time.perf_counter() - t0

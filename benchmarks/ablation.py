@@ -29,6 +29,9 @@ def run_point(args, out: Path, name: str, extra: list[str]) -> dict:
                "--max-images", str(args.max_images)] + extra
         if args.weights:
             cmd += ["--weights", args.weights]
+        for flag in ("config", "templates", "queries"):
+            if getattr(args, flag):
+                cmd += [f"--{flag}", getattr(args, flag)]
         t0 = time.perf_counter()
         code = ocdit(cmd)
         if code != 0:
@@ -47,6 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("--default-ensemble", type=int, default=4, help="ensemble of the steps sweep")
     ap.add_argument("--default-steps", type=int, default=9, help="sampling steps of the ensemble sweep")
     ap.add_argument("--max-images", type=int, default=40)
+    ap.add_argument("--config", help="pipeline config YAML for every point (e.g. lower thresholds)")
+    ap.add_argument("--templates", help="template cache folder")
+    ap.add_argument("--queries", choices=["all", "present"], help="see ocdit eval --queries")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

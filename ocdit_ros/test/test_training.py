@@ -153,6 +153,8 @@ def test_resume_from_a_checkpoint_is_bit_identical(data, tmp_path):
     assert all(torch.equal(a.ema.shadow[k], b.ema.shadow[k]) for k in a.ema.shadow)
     log = [json.loads(line) for line in (tmp_path / "a" / "coarse" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
+    pytest.importorskip("tensorboard")
+    assert list((tmp_path / "a" / "coarse" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_export_writes_ema_weights_that_load_and_segment(data, tmp_path):

@@ -188,6 +188,9 @@ def _ddp_rank(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> Non
     trainer.wrapped(**batch)["loss"].backward()
     if rank == 0:
         torch.save({k: p.grad.clone() for k, p in trainer.model.named_parameters() if p.grad is not None}, out)
+    # Both ranks leave together: a rank that tears gloo down while the other still talks aborts.
+    torch.distributed.barrier()
+    del trainer
     torch.distributed.destroy_process_group()
 
 

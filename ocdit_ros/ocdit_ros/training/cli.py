@@ -64,4 +64,9 @@ def run(args) -> int:
     path = trainer.export()
     if path is not None:
         print(f"weights: {path}")
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # under torchrun: leave together, then close gloo/NCCL cleanly
+        dist.barrier()
+        dist.destroy_process_group()
     return 0

@@ -114,8 +114,8 @@ def _timing(records: list[dict]) -> dict:
 def _run_pipeline(args, split, images):
     import torch
 
-    from ..model import load_config, load_model
-    from ..model.default import NoDefaultModel, default_weights, template_settings
+    from ..model import load_config
+    from ..model.default import NoDefaultModel, default_weights, load_models, template_settings
     from ..pipeline.config import PipelineConfig
     from ..pipeline.export import bop_records
     from ..pipeline.segmenter import Segmenter
@@ -124,13 +124,6 @@ def _run_pipeline(args, split, images):
 
     if split.models_dir is None:
         raise EvalError(f"{split.root}: no models/ folder with models_info.json; templates come from the models")
-    weights, refine_weights = args.weights, args.refine_weights
-    if not weights:
-        try:
-            weights, shipped_refine = default_weights()
-        except NoDefaultModel as exc:
-            raise EvalError(str(exc)) from None
-        refine_weights = refine_weights or shipped_refine
     cfg = PipelineConfig.from_yaml(args.config) if args.config else PipelineConfig()
     changes = {}
     if args.device:
@@ -143,10 +136,13 @@ def _run_pipeline(args, split, images):
     cfg = cfg.replace(**changes) if changes else cfg
     model_cfg = load_config(args.model_config) if args.model_config else None
     try:
-        coarse = load_model(weights, model_cfg)
-        refine = load_model(refine_weights, model_cfg) if refine_weights else None
+        coarse, refine = load_models(args.weights, args.refine_weights, model_cfg)
+    except NoDefaultModel as exc:
+        raise EvalError(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:
         raise EvalError(f"cannot load model: {exc}") from None
+    weights = args.weights or default_weights()[0]
+    refine_weights = args.refine_weights or (None if args.weights else default_weights()[1])
     segmenter = Segmenter(coarse, refine, cfg)
 
     # Templates as the default model's were rendered, at this model's template size.

@@ -31,3 +31,19 @@ def template_settings():
     from ..templates.render import RenderSettings
 
     return RenderSettings(views=42, template_size=42, render_size=128, renderer="pybullet")
+
+
+def load_models(weights=None, refine_weights=None, config=None, device="cpu"):
+    """(coarse, refine or None) models: the given files, else the shipped pair.
+
+    Raises NoDefaultModel when nothing is given and nothing ships, FileNotFoundError/ValueError
+    when a file does not load; callers turn these into one-line messages.
+    """
+    from .weights import load_model
+
+    if not weights:
+        weights, shipped_refine = default_weights()
+        refine_weights = refine_weights or shipped_refine
+    coarse = load_model(weights, config, device)
+    refine = load_model(refine_weights, config, device) if refine_weights else None
+    return coarse, refine

@@ -51,22 +51,15 @@ def load_objects(folder: str):
 
 
 def build_segmenter(args, cfg: PipelineConfig):
-    from ..model import load_config, load_model
+    from ..model import load_config
+    from ..model.default import NoDefaultModel, load_models
     from .segmenter import Segmenter
 
-    weights, refine_weights = args.weights, args.refine_weights
-    if not weights:
-        from ..model.default import NoDefaultModel, default_weights
-
-        try:
-            weights, shipped_refine = default_weights()
-        except NoDefaultModel as exc:
-            raise CliError(str(exc)) from None
-        refine_weights = refine_weights or shipped_refine
     model_cfg = load_config(args.model_config) if args.model_config else None
     try:
-        coarse = load_model(weights, model_cfg)
-        refine = load_model(refine_weights, model_cfg) if refine_weights else None
+        coarse, refine = load_models(args.weights, args.refine_weights, model_cfg)
+    except NoDefaultModel as exc:
+        raise CliError(str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(f"cannot load model: {exc}") from None
     return Segmenter(coarse, refine, cfg)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..templates.render_pybullet import gl_matrices, quiet_stdout
+from ..templates.render_pybullet import gl_matrices, pybullet_asset, quiet_stdout
 
 SPLIT_NAMES = ("train", "val", "test")
 DEPTH_SCALE = 0.1  # BOP: depth_mm = png_value * depth_scale
@@ -73,11 +73,7 @@ class SceneObject:
 # --- assets -----------------------------------------------------------------------------------
 
 def prepare_objects(models_dir: Path, cache_dir: Path, obj_ids: list[int] | None = None) -> dict[int, SceneObject]:
-    """BOP models (mm PLY) -> pybullet assets in metres, cached per model file content."""
-    import trimesh
-
-    from ..templates.mesh import file_sha256
-
+    """BOP models (mm PLY) -> pybullet assets in metres with the models' own origin, cached."""
     info = json.loads((models_dir / "models_info.json").read_text())
     ids = sorted(int(k) for k in info) if obj_ids is None else sorted(set(obj_ids))
     objects = {}
@@ -85,24 +81,8 @@ def prepare_objects(models_dir: Path, cache_dir: Path, obj_ids: list[int] | None
         ply = models_dir / f"obj_{oid:06d}.ply"
         if not ply.is_file():
             raise FileNotFoundError(f"{ply} listed in models_info.json is missing")
-        folder = cache_dir / f"obj_{oid:06d}_{file_sha256(ply)[:12]}"
-        visual, hull, arrays = folder / "visual.obj", folder / "collision.obj", folder / "mesh.npz"
-        if not arrays.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            mesh = trimesh.load(str(ply), process=False, force="mesh")
-            mesh.apply_scale(0.001)
-            colour = None
-            if not isinstance(mesh.visual, trimesh.visual.TextureVisuals) or mesh.visual.uv is None:
-                colour = (np.asarray(mesh.visual.main_color[:3], dtype=np.float64) / 255).tolist() + [1.0]
-                mesh.visual = trimesh.visual.ColorVisuals(mesh)
-            mesh.export(str(visual))
-            mesh.convex_hull.export(str(hull))
-            np.savez(arrays, vertices=np.asarray(mesh.vertices), faces=np.asarray(mesh.faces),
-                     colour=np.asarray(colour if colour else [-1.0] * 4))
-        with np.load(arrays, allow_pickle=False) as z:
-            colour = tuple(z["colour"].tolist())
-            objects[oid] = SceneObject(oid, visual, hull, z["vertices"], z["faces"],
-                                       None if colour[0] < 0 else colour)
+        a = pybullet_asset(ply, 0.001, cache_dir, centre=False)  # BOP poses refer to the model origin
+        objects[oid] = SceneObject(oid, a.visual, a.collision, a.vertices, a.faces, a.colour)
     return objects
 
 
@@ -236,7 +216,7 @@ def _generate_scene(scene_dir: Path, scene_seed: int, pool: list[int], objects: 
         for i, oid in enumerate(chosen):
             obj = objects[oid]
             col = pb.createCollisionShape(pb.GEOM_MESH, fileName=str(obj.collision_obj), physicsClientId=client)
-            kw = {"rgbaColor": obj.colour} if obj.colour else {}
+            kw = {"rgbaColor": list(obj.colour)} if obj.colour else {}
             vis = pb.createVisualShape(pb.GEOM_MESH, fileName=str(obj.visual_obj), physicsClientId=client, **kw)
             r, a = cfg.drop_radius * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi)
             pos = [r * math.cos(a), r * math.sin(a), 0.15 + 0.1 * i]

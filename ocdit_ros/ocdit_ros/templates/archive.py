@@ -121,7 +121,7 @@ def render_or_load(mesh_path: str | Path, out_dir: str | Path, settings: RenderS
     if settings.renderer == "pybullet":
         from .render_pybullet import render_templates_pybullet
 
-        views = render_templates_pybullet(mesh_path, settings, Path(out_dir) / ".pybullet_assets", units)
+        views = render_templates_pybullet(mesh, settings, Path(out_dir) / ".pybullet_assets")
     else:
         views = render_templates(mesh, settings)
     meta = {"name": mesh.name, "mesh_path": str(mesh_path.resolve()), "mesh_sha256": sha, "units": units,

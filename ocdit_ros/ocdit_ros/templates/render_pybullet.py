@@ -13,12 +13,13 @@ import contextlib
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .mesh import MeshError, file_sha256
+from .mesh import MeshError, ObjectMesh, file_sha256
 from .render import RenderSettings, TemplateViews, _crop_resize, _square_box, _tilt, intrinsics, look_at, view_directions
 
 
@@ -52,38 +53,51 @@ def quiet_stdout():
         os.close(devnull)
 
 
-def pybullet_asset(mesh_path: str | Path, units: str, cache_dir: str | Path) -> tuple[Path, float, list | None]:
-    """A textured OBJ in metres, centred like `load_mesh`, cached by content; (path, diameter m, rgba or None)."""
+@dataclass(frozen=True)
+class PybulletAsset:
+    """A mesh as pybullet wants it, in metres: what the template renderer and the scene generator load."""
+    visual: Path  # textured OBJ (+ MTL, PNG)
+    collision: Path  # convex hull OBJ
+    vertices: np.ndarray  # (V, 3), for silhouettes
+    faces: np.ndarray
+    colour: tuple[float, ...] | None  # RGBA for meshes without a texture (pybullet ignores vertex colours)
+
+
+def pybullet_asset(mesh_path: str | Path, scale_to_m: float, cache_dir: str | Path, centre: bool,
+                   sha256: str | None = None) -> PybulletAsset:
+    """Convert once, cached by file content: scale to metres, optionally centre on the bounding box
+    (as `load_mesh` does; scenes keep the model origin, which the BOP poses refer to)."""
     import trimesh
 
-    from .mesh import load_mesh
-
     mesh_path = Path(mesh_path)
-    folder = Path(cache_dir) / f"{mesh_path.stem}_{file_sha256(mesh_path)[:12]}_{units}"
-    visual = folder / "visual.obj"
-    meta = folder / "meta.npz"
+    sha = sha256 or file_sha256(mesh_path)
+    folder = Path(cache_dir) / f"{mesh_path.stem}_{sha[:12]}_{scale_to_m:g}{'_centred' if centre else ''}"
+    meta = folder / "mesh.npz"
     if not meta.is_file():
-        om = load_mesh(mesh_path, units=units)  # same centre and scale as the NumPy renderer
         folder.mkdir(parents=True, exist_ok=True)
         mesh = trimesh.load(str(mesh_path), force="mesh", process=False)
         v = np.asarray(mesh.vertices, dtype=np.float64)
-        mesh.vertices = (v - (v.max(0) + v.min(0)) / 2) * om.scale_to_m
+        mesh.vertices = ((v - (v.max(0) + v.min(0)) / 2) if centre else v) * scale_to_m
         colour = None
         if not isinstance(mesh.visual, trimesh.visual.TextureVisuals) or mesh.visual.uv is None:
             colour = (np.asarray(mesh.visual.main_color[:3], dtype=np.float64) / 255).tolist() + [1.0]
             mesh.visual = trimesh.visual.ColorVisuals(mesh)
-        mesh.export(str(visual))
-        np.savez(meta, diameter=om.diameter, colour=np.asarray(colour or [-1.0] * 4))
+        mesh.export(str(folder / "visual.obj"))
+        mesh.convex_hull.export(str(folder / "collision.obj"))
+        np.savez(meta, vertices=np.asarray(mesh.vertices), faces=np.asarray(mesh.faces),
+                 colour=np.asarray(colour or [-1.0] * 4))
     with np.load(meta, allow_pickle=False) as z:
-        colour = z["colour"].tolist()
-        return visual, float(z["diameter"]), None if colour[0] < 0 else colour
+        colour = tuple(z["colour"].tolist())
+        return PybulletAsset(folder / "visual.obj", folder / "collision.obj", z["vertices"], z["faces"],
+                             None if colour[0] < 0 else colour)
 
 
-def render_templates_pybullet(mesh_path: str | Path, settings: RenderSettings, cache_dir: str | Path,
-                              units: str = "auto") -> TemplateViews:
+def render_templates_pybullet(mesh: ObjectMesh, settings: RenderSettings, cache_dir: str | Path) -> TemplateViews:
+    """Templates of a loaded mesh (its file, scale and diameter) rendered by TinyRenderer."""
     import pybullet as pb
 
-    visual, diameter, colour = pybullet_asset(mesh_path, units, cache_dir)
+    asset = pybullet_asset(mesh.source, mesh.scale_to_m, cache_dir, centre=True, sha256=mesh.sha256)
+    visual, diameter, colour = asset.visual, mesh.diameter, asset.colour
     K = intrinsics(settings)
     s = settings.render_size
     distance = diameter / 2 / (math.tan(math.radians(settings.fov_deg) / 2) * 0.85)
@@ -93,7 +107,7 @@ def render_templates_pybullet(mesh_path: str | Path, settings: RenderSettings, c
     with quiet_stdout():
         client = pb.connect(pb.DIRECT)
     try:
-        kw = {"rgbaColor": colour} if colour else {}
+        kw = {"rgbaColor": list(colour)} if colour else {}
         with quiet_stdout():
             shape = pb.createVisualShape(pb.GEOM_MESH, fileName=str(visual), physicsClientId=client, **kw)
         body = pb.createMultiBody(0, -1, shape, physicsClientId=client)
@@ -110,7 +124,7 @@ def render_templates_pybullet(mesh_path: str | Path, settings: RenderSettings, c
                     break
                 direction = _tilt(direction, math.radians(5.0 * (attempt + 1)))  # flat object seen edge-on
             else:
-                raise MeshError(f"mesh {mesh_path}: a view rendered empty; is the mesh degenerate?")
+                raise MeshError(f"mesh {mesh.name}: a view rendered empty; is the mesh degenerate?")
             rgb = np.asarray(rgba, dtype=np.uint8).reshape(s, s, 4)[..., :3].copy()
             rgb[~mask] = 0  # black background, as the NumPy renderer
             ys, xs = np.nonzero(mask)

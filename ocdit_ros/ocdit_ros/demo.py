@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE = Path(os.environ.get("OCDIT_CACHE", Path.home() / ".cache" / "ocdit"))
+from .data.objects import default_library_dir
+
+CACHE = default_library_dir().parent  # $OCDIT_CACHE or ~/.cache/ocdit: library and templates
 SHOW_ALL = {"min_support": 0.0, "proposal_threshold": 0.0, "score_threshold": 0.0}
 
 
@@ -33,7 +35,7 @@ def prepare_scene(out: Path, seed: int, objects: int, width: int, height: int) -
     from .data.objects import build_library
     from .data.scenes import SceneConfig, generate_split
 
-    library = CACHE / "objects"
+    library = default_library_dir()
     if not (library / "objects.json").is_file():
         print(f"building the object library in {library} (once, about 15 s) ...", flush=True)
         build_library(library)
@@ -49,7 +51,7 @@ def prepare_templates(scene: Path, template_size: int, extra_absent: int, seed: 
     """Templates of the scene's objects plus `extra_absent` test objects that are not in it."""
     from .templates import RenderSettings, render_or_load
 
-    library = CACHE / "objects"
+    library = default_library_dir()
     gt = json.loads((scene / "scene_gt.json").read_text())["0"]
     present = sorted({g["obj_id"] for g in gt})
     test_ids = sorted(int(k) for k, v in json.loads((library / "objects.json").read_text())["objects"].items()
@@ -144,10 +146,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         from .model import load_model
-        from .model.default import default_weights
+        from .model.default import resolve_weights
 
-        weights = args.weights or str(default_weights()[0])
-        template_size = load_model(weights).config.template_size[0]
+        weights, refine_weights = resolve_weights(args.weights)
+        coarse = load_model(weights)  # the node loads its own; this one gives the template size (and --no-ros)
+        template_size = coarse.config.template_size[0]
         scene, names = prepare_scene(out, seed, args.objects, 320, 240)
         templates, queried = prepare_templates(scene, template_size, args.absent, seed)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -176,15 +179,11 @@ def main(argv=None) -> int:
         for inst in result.instances:
             instances.append((inst.object_id, float(inst.score), _mask_from_msg(inst.mask)))
     else:
-        from .model.default import default_weights
-        from .pipeline import Segmenter
+        from .pipeline import PipelineConfig, Segmenter
         from .templates import load_template_dir
 
-        coarse, refine = (args.weights, None) if args.weights else default_weights()
-        from .pipeline import PipelineConfig
-
         cfg = PipelineConfig().replace(**SHOW_ALL) if args.show_all else PipelineConfig()
-        seg = Segmenter(load_model(coarse), load_model(refine) if refine else None, cfg)
+        seg = Segmenter(coarse, load_model(refine_weights) if refine_weights else None, cfg)
         res = seg.segment(image, load_template_dir(templates))
         instances = [(i.object_id, i.score, i.mask) for i in res.instances]
     elapsed = time.perf_counter() - t0

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .objects import DEFAULT_FURNITURE_DIR
+from .objects import DEFAULT_FURNITURE_DIR, default_library_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="BOP dataset root (gets models/ and <split>/)")
     s.add_argument("--objects", help="object library from 'ocdit data objects', or any BOP models/ folder "
-                                     "(then every model is used for every split); default: ~/.cache/ocdit/objects")
+                                     "(then every model is used for every split); default: $OCDIT_CACHE/objects or "
+                                     "~/.cache/ocdit/objects")
     s.add_argument("--views", type=int, default=4, help="camera views per scene")
     s.add_argument("--width", type=int, default=320)
     s.add_argument("--height", type=int, default=240)
@@ -34,10 +35,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--max-objects", type=int, default=9)
     s.add_argument("--workers", type=int, default=1, help="parallel processes")
     return p
-
-
-def default_objects_dir() -> Path:
-    return Path.home() / ".cache" / "ocdit" / "objects"
 
 
 def run(args) -> int:
@@ -65,7 +62,7 @@ def _objects(args) -> int:
 def _scenes(args) -> int:
     from .scenes import SceneConfig, generate_split
 
-    objects = Path(args.objects) if args.objects else default_objects_dir()
+    objects = Path(args.objects) if args.objects else default_library_dir()
     if not objects.exists():
         raise FileNotFoundError(f"object library {objects} does not exist; build it with "
                                 f"'ocdit data objects --out {objects}' or pass --objects DIR")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tempfile
 import zipfile
@@ -26,6 +27,11 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_FURNITURE_DIR = Path("/usr/share/sweethome3d/furniture")
+
+
+def default_library_dir() -> Path:
+    """Where `ocdit data scenes` and the demo look for the library: $OCDIT_CACHE/objects, else ~/.cache/ocdit/objects."""
+    return Path(os.environ.get("OCDIT_CACHE", Path.home() / ".cache" / "ocdit")) / "objects"
 SPLIT_FILE = Path(__file__).resolve().parent / "splits" / "sh3d_v1.json"
 MAX_SIZE_CM = 40.0
 MAX_FACES = 60000  # our CPU renderers stay fast; only a handful of catalogue models are larger

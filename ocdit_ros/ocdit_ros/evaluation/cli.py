@@ -114,11 +114,10 @@ def _timing(records: list[dict]) -> dict:
 def _run_pipeline(args, split, images):
     import torch
 
-    from ..model import load_config
-    from ..model.default import NoDefaultModel, default_weights, load_models, template_settings
+    from ..model.default import resolve_weights, template_settings
+    from ..pipeline.cli import CliError, build_segmenter
     from ..pipeline.config import PipelineConfig
     from ..pipeline.export import bop_records
-    from ..pipeline.segmenter import Segmenter
     from ..templates.archive import render_or_load
     from ..templates.render import RenderSettings
 
@@ -134,19 +133,14 @@ def _run_pipeline(args, split, images):
         changes["coarse.num_steps"] = args.steps
         changes["refine.num_steps"] = args.steps
     cfg = cfg.replace(**changes) if changes else cfg
-    model_cfg = load_config(args.model_config) if args.model_config else None
     try:
-        coarse, refine = load_models(args.weights, args.refine_weights, model_cfg)
-    except NoDefaultModel as exc:
+        segmenter = build_segmenter(args, cfg)  # the same model loading and messages as `ocdit segment`
+    except CliError as exc:
         raise EvalError(str(exc)) from None
-    except (FileNotFoundError, ValueError) as exc:
-        raise EvalError(f"cannot load model: {exc}") from None
-    weights = args.weights or default_weights()[0]
-    refine_weights = args.refine_weights or (None if args.weights else default_weights()[1])
-    segmenter = Segmenter(coarse, refine, cfg)
+    weights, refine_weights = resolve_weights(args.weights, args.refine_weights)
 
     # Templates as the default model's were rendered, at this model's template size.
-    base, size = template_settings(), coarse.config.template_size[0]
+    base, size = template_settings(), segmenter.coarse.template_size[0]
     settings = RenderSettings(views=base.views, template_size=size, render_size=max(base.render_size, 3 * size),
                               renderer=args.template_renderer)
     cache = Path(args.templates) if args.templates else split.root / "templates_cache"

@@ -33,17 +33,12 @@ def template_settings():
     return RenderSettings(views=42, template_size=42, render_size=128, renderer="pybullet")
 
 
-def load_models(weights=None, refine_weights=None, config=None, device="cpu"):
-    """(coarse, refine or None) models: the given files, else the shipped pair.
+def resolve_weights(weights=None, refine_weights=None) -> tuple:
+    """(coarse, refine or None) weight paths: the given ones, else the shipped pair.
 
-    Raises NoDefaultModel when nothing is given and nothing ships, FileNotFoundError/ValueError
-    when a file does not load; callers turn these into one-line messages.
+    Raises NoDefaultModel when nothing is given and nothing ships.
     """
-    from .weights import load_model
-
-    if not weights:
-        weights, shipped_refine = default_weights()
-        refine_weights = refine_weights or shipped_refine
-    coarse = load_model(weights, config, device)
-    refine = load_model(refine_weights, config, device) if refine_weights else None
-    return coarse, refine
+    if weights:
+        return weights, refine_weights or None
+    coarse, shipped_refine = default_weights()
+    return coarse, refine_weights or shipped_refine

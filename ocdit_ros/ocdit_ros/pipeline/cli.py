@@ -51,15 +51,19 @@ def load_objects(folder: str):
 
 
 def build_segmenter(args, cfg: PipelineConfig):
-    from ..model import load_config
-    from ..model.default import NoDefaultModel, load_models
+    """The Segmenter of --weights/--refine-weights/--model-config (default: the shipped model)."""
+    from ..model import load_config, load_model
+    from ..model.default import NoDefaultModel, resolve_weights
     from .segmenter import Segmenter
 
-    model_cfg = load_config(args.model_config) if args.model_config else None
     try:
-        coarse, refine = load_models(args.weights, args.refine_weights, model_cfg)
+        weights, refine_weights = resolve_weights(args.weights, args.refine_weights)
     except NoDefaultModel as exc:
         raise CliError(str(exc)) from None
+    model_cfg = load_config(args.model_config) if args.model_config else None
+    try:
+        coarse = load_model(weights, model_cfg)
+        refine = load_model(refine_weights, model_cfg) if refine_weights else None
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(f"cannot load model: {exc}") from None
     return Segmenter(coarse, refine, cfg)

@@ -93,27 +93,25 @@ class SegmentNode(Node):
         from ..templates import load_template_dir
 
         model_cfg = load_config(ro["model_config"]) if ro["model_config"] else None
-        if ro["weights"]:
-            coarse = load_model(ro["weights"], model_cfg, ro["device"])
-        elif model_cfg is not None:
+        refine_weights = ro["refine_weights"]
+        if model_cfg is not None and not ro["weights"]:
             self.get_logger().warning(f"no weights: RANDOM weights of model config {ro['model_config']!r} (testing only)")
             import torch
 
             torch.manual_seed(0)
             coarse = OCDiT.from_config(model_cfg)
         else:
-            from ..model.default import NoDefaultModel, default_weights
+            from ..model.default import NoDefaultModel, resolve_weights
 
             try:
-                coarse_path, refine_path = default_weights()
+                weights, refine_weights = resolve_weights(ro["weights"], ro["refine_weights"])
             except NoDefaultModel as exc:
                 raise ValueError(f"set the 'weights' parameter: {exc}") from None
-            self.get_logger().info(f"no weights given: the shipped default model {coarse_path.name} "
-                                   f"(synthetic-data toy model, see its MODEL_CARD.md)")
-            coarse = load_model(coarse_path, None, ro["device"])
-            if not ro["refine_weights"] and refine_path is not None:
-                ro = {**ro, "refine_weights": str(refine_path)}
-        refine = load_model(ro["refine_weights"], model_cfg, ro["device"]) if ro["refine_weights"] else None
+            if not ro["weights"]:
+                self.get_logger().info(f"no weights given: the shipped default model {Path(weights).name} "
+                                       f"(synthetic-data toy model, see its MODEL_CARD.md)")
+            coarse = load_model(weights, model_cfg, ro["device"])
+        refine = load_model(refine_weights, model_cfg, ro["device"]) if refine_weights else None
         self.segmenter = Segmenter(coarse, refine, self.config)
         if not ro["templates_dir"]:
             raise ValueError("set the 'templates_dir' parameter to a folder of template archives")

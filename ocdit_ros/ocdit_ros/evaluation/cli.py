@@ -115,24 +115,15 @@ def _run_pipeline(args, split, images):
     import torch
 
     from ..model.default import resolve_weights, template_settings
-    from ..pipeline.cli import CliError, build_segmenter
-    from ..pipeline.config import PipelineConfig
+    from ..pipeline.cli import CliError, build_segmenter, pipeline_config
     from ..pipeline.export import bop_records
     from ..templates.archive import render_or_load
     from ..templates.render import RenderSettings
 
     if split.models_dir is None:
         raise EvalError(f"{split.root}: no models/ folder with models_info.json; templates come from the models")
-    cfg = PipelineConfig.from_yaml(args.config) if args.config else PipelineConfig()
-    changes = {}
-    if args.device:
-        changes["device"] = args.device
-    if args.ensemble is not None:
-        changes["coarse.ensemble"] = args.ensemble
-    if args.steps is not None:
-        changes["coarse.num_steps"] = args.steps
-        changes["refine.num_steps"] = args.steps
-    cfg = cfg.replace(**changes) if changes else cfg
+    cfg = pipeline_config(args.config, device=args.device or None, **{
+        "coarse.ensemble": args.ensemble, "coarse.num_steps": args.steps, "refine.num_steps": args.steps})
     try:
         segmenter = build_segmenter(args, cfg)  # the same model loading and messages as `ocdit segment`
     except CliError as exc:

@@ -50,6 +50,14 @@ def load_objects(folder: str):
     return objects
 
 
+def pipeline_config(path: str | None, **overrides) -> PipelineConfig:
+    """The YAML at `path` (else the defaults) with command-line overrides; None keeps a value.
+    Dotted names reach into the stages: `**{"coarse.ensemble": 2}`."""
+    cfg = PipelineConfig.from_yaml(path) if path else PipelineConfig()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return cfg.replace(**changes) if changes else cfg
+
+
 def build_segmenter(args, cfg: PipelineConfig):
     """The Segmenter of --weights/--refine-weights/--model-config (default: the shipped model)."""
     from ..model import load_config, load_model
@@ -75,15 +83,8 @@ def run(args) -> int:
     from .export import bop_records, overlay, result_record
 
     try:
-        cfg = PipelineConfig.from_yaml(args.config) if args.config else PipelineConfig()
-        changes = {}
-        if args.device:
-            changes["device"] = args.device
-        if args.seed is not None:
-            changes["seed"] = args.seed
-        if args.no_refine:
-            changes["refine_enabled"] = False
-        cfg = cfg.replace(**changes) if changes else cfg
+        cfg = pipeline_config(args.config, device=args.device or None, seed=args.seed,
+                              refine_enabled=False if args.no_refine else None)
         objects = load_objects(args.objects)
         segmenter = build_segmenter(args, cfg)
     except (CliError, ValueError, FileNotFoundError) as exc:

@@ -370,7 +370,8 @@ def generate_split(objects_dir: str | Path, out: str | Path, split: str, num_sce
     models_dir = models_folder(objects_dir)
     pool = split_pool(objects_dir, split)
     cache_dir = out / ".cache" / "pybullet_assets"
-    prepare_objects(models_dir, cache_dir, pool)  # once, before workers race for it
+    # Convert once, before workers race for it; in-process scenes (workers=1) reuse the result.
+    _OBJECTS[(str(models_dir), str(cache_dir), tuple(pool))] = prepare_objects(models_dir, cache_dir, pool)
     _copy_models(models_dir, out / "models", pool, objects_dir)
     split_dir = out / split
     jobs = []

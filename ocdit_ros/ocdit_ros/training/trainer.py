@@ -7,6 +7,7 @@ averages the gradients (gloo on CPU, NCCL on GPUs).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -236,8 +237,7 @@ class Trainer:
             return None
         path = Path(path or self.out / "model.safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
-        model = build_model(self.cfg)  # a fresh copy, so the live training weights stay untouched
-        model.load_state_dict(self.model.state_dict())
+        model = copy.deepcopy(self.model)  # a copy, so the live training weights stay untouched
         if use_ema:
             self.ema.copy_to(model)
         if self.cfg.stage == "vae":

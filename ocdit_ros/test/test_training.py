@@ -232,7 +232,7 @@ def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):
 
 
 def test_sigma_laws_from_uniform_draws():
-    from ocdit_ros.training.samples import sigma_from_uniform
+    from ocdit_ros.model.edm import sigma_from_uniform
 
     half = torch.tensor([0.5])
     assert sigma_from_uniform(half, "uniform", -0.4, 1.2).item() == pytest.approx((0.002 * 80) ** 0.5, rel=1e-5)

@@ -137,11 +137,20 @@ class Diffuser(nn.Module):
 
     def forward_loss(self, image_features: torch.Tensor, templates_features: torch.Tensor,
                      latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Official `forward_loss`: draws sigma and the noise from the global RNG, then `loss_at`."""
         cfg = self.cfg
         sigma = edm.sample_sigma(image_features.shape[0], cfg.sigma_distribution, cfg.P_mean, cfg.P_std,
                                  image_features.device)
-        weight = edm.loss_weight(sigma, cfg.sigma_data)
-        noisy = latents + torch.randn_like(latents) * sigma
+        noise = torch.randn_like(latents)
+        return self.loss_at(image_features, templates_features, latents, sigma, noise)
+
+    def loss_at(self, image_features: torch.Tensor, templates_features: torch.Tensor, latents: torch.Tensor,
+                sigma: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The EDM training objective at given noise levels (B, 1, 1, 1, 1) and unit noise like
+        `latents`: per-sample learned-uncertainty loss, its weight and the latent MSE. The one
+        definition, used by `forward_loss` and by training (which draws sigma and noise per sample)."""
+        weight = edm.loss_weight(sigma, self.cfg.sigma_data)
+        noisy = latents + noise * sigma
         denoised, logvar = self.forward_noise(noisy, sigma, image_features, templates_features, return_logvar=True)
         return {
             "loss": edm.edm_loss(latents, denoised, logvar, weight),

@@ -31,24 +31,48 @@ def loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
+def sigma_from_uniform(u: torch.Tensor, distribution: str, p_mean: float, p_std: float) -> torch.Tensor:
+    """The training noise-level law, as a function of uniform draws u in (0, 1) (shape kept).
+
+    uniform: log-uniform on [SIGMA_MIN_TRAIN, SIGMA_MAX_TRAIN] (the paper); normal: EDM's
+    log-normal exp(p_mean + p_std z); normal_trunc: the same restricted to the training range.
+    """
+    lo, hi = math.log(SIGMA_MIN_TRAIN), math.log(SIGMA_MAX_TRAIN)
+    if distribution == "uniform":
+        return ((lo - hi) * u + hi).exp()  # the official draw's arithmetic, so sample_sigma is exact
+    if distribution in ("normal", "normal_trunc"):
+        u = u.clamp(1e-6, 1 - 1e-6)
+        if distribution == "normal_trunc":
+            a, b = (torch.special.ndtr(torch.tensor((x - p_mean) / p_std, dtype=torch.float64)).item() for x in (lo, hi))
+            u = a + (b - a) * u
+        return _log_normal(torch.special.ndtri(u), p_mean, p_std)
+    raise ValueError(f"unknown sigma distribution {distribution!r}: use uniform, normal or normal_trunc")
+
+
+def _log_normal(z: torch.Tensor, p_mean: float, p_std: float) -> torch.Tensor:
+    return (z * p_std + p_mean).exp()
+
+
 def sample_sigma(batch: int, distribution: str, p_mean: float, p_std: float, device: torch.device,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training noise levels, shape (batch, 1, 1, 1, 1)."""
+    """Training noise levels, shape (batch, 1, 1, 1, 1), drawn like the official code.
+
+    The law is `sigma_from_uniform`'s; the log-normal ones draw Gaussians (and the truncated one
+    redraws until inside the training range) to keep the official random stream.
+    """
     shape = (batch, 1, 1, 1, 1)
-    if distribution == "uniform":  # log-uniform on [0.002, 80] (the paper)
-        lo, hi = math.log(SIGMA_MIN_TRAIN), math.log(SIGMA_MAX_TRAIN)
-        return ((lo - hi) * torch.rand(shape, device=device, generator=generator) + hi).exp()
-    if distribution == "normal":
-        return (torch.randn(shape, device=device, generator=generator) * p_std + p_mean).exp()
-    if distribution == "normal_trunc":  # log-normal, redrawn until inside the training range
-        sigma = (torch.randn(shape, device=device, generator=generator) * p_std + p_mean).exp()
+    if distribution == "uniform":
+        return sigma_from_uniform(torch.rand(shape, device=device, generator=generator), "uniform", p_mean, p_std)
+    if distribution not in ("normal", "normal_trunc"):
+        raise ValueError(f"unknown sigma distribution {distribution!r}: use uniform, normal or normal_trunc")
+    sigma = _log_normal(torch.randn(shape, device=device, generator=generator), p_mean, p_std)
+    if distribution == "normal_trunc":
         bad = (sigma < SIGMA_MIN_TRAIN) | (sigma > SIGMA_MAX_TRAIN)
         while bad.any():
-            redraw = (torch.randn(shape, device=device, generator=generator) * p_std + p_mean).exp()
+            redraw = _log_normal(torch.randn(shape, device=device, generator=generator), p_mean, p_std)
             sigma = torch.where(bad, redraw, sigma)
             bad = (sigma < SIGMA_MIN_TRAIN) | (sigma > SIGMA_MAX_TRAIN)
-        return sigma
-    raise ValueError(f"unknown sigma distribution {distribution!r}: use uniform, normal or normal_trunc")
+    return sigma
 
 
 def edm_loss(target: torch.Tensor, denoised: torch.Tensor, logvar: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

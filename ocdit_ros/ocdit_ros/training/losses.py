@@ -1,8 +1,8 @@
 """The training objectives as modules (so DistributedDataParallel can wrap them).
 
 `DiffusionLoss` is OCDiT.forward_loss with the randomness (posterior sample, sigma, noise) taken
-from the batch instead of the global RNG; the maths is the same: EDM preconditioning, log-uniform
-sigma, learned-uncertainty weighting (edm.edm_loss).
+from the batch instead of the global RNG; the objective itself is `Diffuser.loss_at` and the
+noise-level law `edm.sigma_from_uniform`, the same code `forward_loss` runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from torch import nn
 
 from ..model import edm
 from ..model.ocdit import OCDiT
-from .samples import sigma_from_uniform
 
 
 class DiffusionLoss(nn.Module):
@@ -31,13 +30,9 @@ class DiffusionLoss(nn.Module):
             latents = (mean + torch.exp(0.5 * logvar) * posterior_eps.flatten(0, 1)) * model.vae.scale
             latents = latents.reshape(b, n, *latents.shape[1:])
         d = model.config.diffuser
-        sigma = sigma_from_uniform(sigma_u, self.sigma_distribution, d.P_mean, d.P_std).reshape(b, 1, 1, 1, 1)
-        weight = edm.loss_weight(sigma, d.sigma_data)
-        noisy = latents + noise * sigma
-        denoised, logvar_u = model.diffuser.forward_noise(noisy, sigma, image_features, template_features,
-                                                          return_logvar=True)
-        per_sample = edm.edm_loss(latents, denoised, logvar_u, weight)
-        return {"loss": per_sample.mean(), "mse": ((latents - denoised) ** 2).mean().detach()}
+        sigma = edm.sigma_from_uniform(sigma_u, self.sigma_distribution, d.P_mean, d.P_std).reshape(b, 1, 1, 1, 1)
+        out = model.diffuser.loss_at(image_features, template_features, latents, sigma, noise)
+        return {"loss": out["loss"].mean(), "mse": out["loss_masks"].mean().detach()}
 
 
 class VAELoss(nn.Module):

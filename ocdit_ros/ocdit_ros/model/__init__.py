@@ -11,6 +11,7 @@ from .config import (
     official_coarse,
     official_refine,
     small,
+    small16,
     tiny,
 )
 from .diffuser import Condition, Diffuser
@@ -20,5 +21,5 @@ from .weights import load_model, load_weights, save_pretrained, save_weights
 __all__ = [
     "BackboneConfig", "Condition", "DiffuserConfig", "Diffuser", "OCDiT", "OCDiTConfig", "SamplerConfig",
     "VAEConfig", "load_config", "load_model", "load_weights", "official_coarse", "official_refine",
-    "save_pretrained", "save_weights", "small", "tiny",
+    "save_pretrained", "save_weights", "small", "small16", "tiny",
 ]

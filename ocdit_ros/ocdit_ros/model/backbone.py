@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BackboneConfig
+from .descriptor import patch_descriptor
 
 _INTERPOLATE_OFFSET = 0.1  # DINOv2's historical offset; changes values, so it is kept.
 
@@ -133,12 +134,16 @@ class VisionTransformer(nn.Module):
 
 
 class FeatureExtractor(nn.Module):
-    """Images with any leading dims (..., 3, H, W) -> features (..., C, H/p, W/p)."""
+    """Images with any leading dims (..., 3, H, W), normalised to [-1, 1] -> features (..., C, H/p, W/p).
+
+    C is the ViT width plus the fixed descriptor's channels (`cfg.descriptor`), if any.
+    """
 
     def __init__(self, cfg: BackboneConfig):
         super().__init__()
         self.model = VisionTransformer(cfg)
-        self.feature_dim = cfg.embed_dim
+        self.feature_dim = cfg.feature_dim
+        self.descriptor = cfg.descriptor
         self.patch_size = cfg.patch_size
         if cfg.weights:
             load_backbone_weights(self.model, cfg.weights)
@@ -155,8 +160,12 @@ class FeatureExtractor(nn.Module):
                 f"image size {h}x{w} is not a multiple of the backbone patch size {p}; "
                 f"resize or pad to a multiple of {p} (the pipeline does this for you)"
             )
-        tokens = self.model.patch_tokens(images.reshape(-1, c, h, w))
-        feats = tokens.transpose(1, 2).reshape(-1, self.feature_dim, h // p, w // p)
+        flat = images.reshape(-1, c, h, w)
+        tokens = self.model.patch_tokens(flat)
+        feats = tokens.transpose(1, 2).reshape(-1, self.model.embed_dim, h // p, w // p)
+        if self.descriptor != "none":
+            rgb = flat.detach() * 0.5 + 0.5  # undo OCDiT.normalize: the descriptor bins [0, 1] RGB
+            feats = torch.cat([feats, patch_descriptor(rgb, p, self.descriptor).to(feats.dtype)], dim=1)
         return feats.reshape(*lead, self.feature_dim, h // p, w // p)
 
 

@@ -37,6 +37,16 @@ class BackboneConfig:
     weights: str | None = None
     # Frozen like the paper unless training from scratch (no pretrained weights here).
     trainable: bool = False
+    # A fixed per-patch descriptor concatenated to the ViT features ("none": the paper's
+    # features only; "colour_hist": model/descriptor.py).
+    descriptor: str = "none"
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the features the diffuser sees: ViT tokens plus the fixed descriptor."""
+        from .descriptor import descriptor_dim
+
+        return self.embed_dim + descriptor_dim(self.descriptor)
 
 
 @dataclass
@@ -137,6 +147,7 @@ class OCDiTConfig:
             raise ValueError(f"diffuser.cross_attn_sigma={d.cross_attn_sigma!r}: use 'official' or 'per_sample'")
         if d.sigma_distribution not in ("uniform", "normal", "normal_trunc"):
             raise ValueError(f"diffuser.sigma_distribution={d.sigma_distribution!r}: use uniform, normal or normal_trunc")
+        b.feature_dim  # raises on an unknown descriptor name
         if len(self.vae.down_channels) != len(self.vae.up_channels):
             raise ValueError("vae.down_channels and vae.up_channels must have the same length")
 
@@ -296,7 +307,39 @@ def small() -> OCDiTConfig:
     )
 
 
-PRESETS = {"official_coarse": official_coarse, "official_refine": official_refine, "tiny": tiny, "small": small}
+def small16() -> OCDiTConfig:
+    """`small` redesigned for unseen objects (issue 11): a 16x16 feature grid on 128 px inputs
+    (8 px patches; objects of a 320x240 frame cover several patches in the coarse view), 48 px
+    templates (6x6 patches), a 4x16x16 mask latent from a 3-stage VAE (128 px masks), and
+    a fixed colour descriptor beside the from-scratch ViT's features (model/descriptor.py).
+    """
+    return OCDiTConfig(
+        image_size=(128, 128),
+        template_size=(48, 48),
+        backbone=BackboneConfig(embed_dim=64, depth=3, num_heads=2, patch_size=8, pos_embed_size=128,
+                                trainable=True, descriptor="colour_hist"),
+        vae=VAEConfig(
+            z_channels=4,
+            down_channels=(16, 32, 32, 32),
+            up_channels=(32, 32, 32, 16),
+            num_blocks=1,
+            num_groups=8,
+        ),
+        diffuser=DiffuserConfig(
+            hidden_size=96,
+            depth=3,
+            num_heads=4,
+            max_num_classes=8,
+            max_num_templates=12,
+            class_pe_training="random_interval",
+            cross_attn_sigma="per_sample",
+        ),
+        sampler=SamplerConfig(num_steps=9, rho=9.0),
+    )
+
+
+PRESETS = {"official_coarse": official_coarse, "official_refine": official_refine, "tiny": tiny, "small": small,
+           "small16": small16}
 
 
 def load_config(name_or_path: str | Path) -> OCDiTConfig:

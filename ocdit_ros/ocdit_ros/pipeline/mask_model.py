@@ -85,6 +85,7 @@ class OCDiTMaskModel:
     def weights_hash(self) -> str:
         if self._weights_hash is None:
             h = hashlib.sha256()
+            h.update(self.model.config.backbone.descriptor.encode())  # parameter-free, so not in the state_dict
             for name, t in self.model.feature_extractor.state_dict().items():
                 h.update(name.encode())
                 h.update(t.detach().cpu().contiguous().numpy().tobytes())

@@ -1,0 +1,42 @@
+"""Fixed (not learned) per-patch colour descriptors, concatenated to the ViT's patch features.
+
+Why: a ViT trained from scratch on a few hundred objects memorises them; a colour histogram
+per patch does not, and already tells which of the present objects an image patch belongs to
+for most patches of objects it never saw (shared/notes/data.md, "Template<->image patch
+matching"). Giving the diffuser both lets it compare templates with the image by colour on
+unseen objects while the learned features add what colour alone cannot.
+
+`colour_hist`: per patch, the fraction of pixels in each of 4x4x4 RGB bins (square-rooted:
+the Hellinger embedding, so dot products compare distributions), then the patch's mean and
+standard deviation per channel. 70 values, all in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+DESCRIPTORS = ("none", "colour_hist")
+_BINS = 4
+
+
+def descriptor_dim(name: str) -> int:
+    if name == "none":
+        return 0
+    if name == "colour_hist":
+        return _BINS**3 + 6
+    raise ValueError(f"backbone.descriptor={name!r}: choose one of {', '.join(DESCRIPTORS)}")
+
+
+def patch_descriptor(rgb: torch.Tensor, patch: int, name: str) -> torch.Tensor:
+    """rgb (B, 3, H, W) in [0, 1] -> (B, descriptor_dim, H/patch, W/patch)."""
+    if name != "colour_hist":
+        raise ValueError(f"no descriptor {name!r}")
+    rgb = rgb.float().clamp(0, 1)
+    q = (rgb * _BINS).long().clamp_(max=_BINS - 1)
+    index = (q[:, 0] * _BINS + q[:, 1]) * _BINS + q[:, 2]  # (B, H, W)
+    onehot = F.one_hot(index, _BINS**3).permute(0, 3, 1, 2).float()
+    hist = F.avg_pool2d(onehot, patch).sqrt()
+    mean = F.avg_pool2d(rgb, patch)
+    std = (F.avg_pool2d(rgb * rgb, patch) - mean * mean).clamp(min=0).sqrt()
+    return torch.cat([hist, mean, std], dim=1)

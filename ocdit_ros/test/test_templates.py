@@ -154,8 +154,9 @@ def test_archives_never_unpickle_and_bad_files_are_explained(tmp_path):
     (tmp_path / "x.fbx").write_text("")
     with pytest.raises(MeshError, match="unsupported format"):
         load_mesh(tmp_path / "x.fbx")
-    with pytest.raises(ValueError, match="multiple of 14"):
-        RenderSettings(template_size=64).validate()
+    with pytest.raises(ValueError, match="at least 8 px"):
+        RenderSettings(template_size=6).validate()
+    RenderSettings(template_size=48).validate()  # 8 px patches (the default model) are fine
 
 
 def test_pybullet_renderer_matches_the_numpy_renderer(tmp_path):

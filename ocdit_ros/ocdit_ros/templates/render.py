@@ -2,7 +2,8 @@
 
 Follows the paper's recipe (A.1): viewpoints on an icosphere, camera distance from the object's
 size so it stays in view, a directional light that shows the geometry, RGB and mask per view,
-cropped to the mask box and resized to the model's template size (a multiple of 14).
+cropped to the mask box and resized to the template size (render at the model's: a multiple of its patch, e.g. 14 or 8 px; the
+pipeline resizes other sizes to it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ICOSPHERE_COUNTS = {12: 0, 42: 1, 162: 2, 642: 3}
 @dataclass(frozen=True)
 class RenderSettings:
     views: int = 42  # 12/42/162/642 use icosphere vertices, other counts a Fibonacci sphere
-    template_size: int = 126  # output side in px; a multiple of the 14-px patch
+    template_size: int = 126  # output side in px; best the model's template size (a multiple of its patch)
     render_size: int = 256  # side of the full render the crops come from
     margin: float = 0.08  # context around the mask box, relative to its size
     fov_deg: float = 40.0
@@ -37,8 +38,9 @@ class RenderSettings:
             raise ValueError(f"renderer={self.renderer!r}: use raster or pybullet")
         if self.views < 1 or self.views > 2000:
             raise ValueError(f"views={self.views}: must be in [1, 2000]")
-        if self.template_size < 14 or self.template_size % 14:
-            raise ValueError(f"template_size={self.template_size}: must be a positive multiple of 14")
+        if self.template_size < 8:
+            raise ValueError(f"template_size={self.template_size}: must be at least 8 px (the model's template "
+                             "size, e.g. 126 for ViT-S/14 models, 48 for the default model)")
         if self.render_size < self.template_size // 2:
             raise ValueError("render_size is too small for the template size")
         return self

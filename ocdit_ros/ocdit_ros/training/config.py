@@ -32,6 +32,7 @@ class TrainConfig:
     # bookkeeping
     seed: int = 0
     checkpoint_every: int = 250
+    export_on_checkpoint: bool = False  # also write RUN/model.safetensors (EMA) at every checkpoint
     log_every: int = 10
     num_workers: int = 1
     # samples
@@ -44,6 +45,9 @@ class TrainConfig:
     refine_box_shift: float = 0.15  # refine: centre jitter, fraction of the box side
     false_positive_rate: float = 0.25  # refine: query an object that is not in the crop -> empty mask
     colour_jitter: float = 0.2
+    # coarse/refine: probability that an object gets a new colour (hue, saturation, brightness),
+    # the same in the image and in its templates: new identities from known shapes
+    recolour_prob: float = 0.0
     # diffusion noise levels: None = the model config's (the paper: log-uniform); "normal" = EDM's
     # log-normal around the model's P_mean/P_std, which spends fewer steps on trivial low noise
     sigma_distribution: str | None = None

@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 
 from ..model.config import OCDiTConfig
-from ..model.edm import SIGMA_MAX_TRAIN, SIGMA_MIN_TRAIN
 from .config import TrainConfig
 
 
@@ -48,11 +47,39 @@ def index_split(split_dir: str | Path, visib_threshold: float = 0.1) -> list[GtI
             for im in images]
 
 
-def crop_resize(img: np.ndarray, box, size: tuple[int, int], resample) -> np.ndarray:
-    """Crop (x0, y0, x1, y1), float and possibly outside the image (zero padded), resized to (H, W)."""
+def crop_resize(img: np.ndarray, box, size: tuple[int, int], resample, fill: int = 0) -> np.ndarray:
+    """Crop (x0, y0, x1, y1), float and possibly outside the image (padded with `fill`), resized to (H, W)."""
     x0, y0, x1, y1 = box
     pil = Image.fromarray(img)
-    return np.asarray(pil.transform((size[1], size[0]), Image.EXTENT, (x0, y0, x1, y1), resample=resample))
+    fillcolor = (fill,) * 3 if img.ndim == 3 else fill
+    return np.asarray(pil.transform((size[1], size[0]), Image.EXTENT, (x0, y0, x1, y1), resample=resample,
+                                    fillcolor=fillcolor))
+
+
+# The pipeline pads views with grey (views.View.render, fill 0.5): training crops that leave the
+# image are padded the same way.
+_IMAGE_FILL = 128
+
+
+def random_recolour(rng: np.random.Generator) -> np.ndarray:
+    """A 3x3 colour matrix: hue rotation about the grey axis, saturation and brightness change.
+
+    Greys (the templates' black background too) stay grey, so only an object's own colours move.
+    Applied alike to an object's image pixels and its templates, it makes a new object identity
+    out of a known shape: the model must compare templates with the image, not remember colours.
+    """
+    theta = rng.uniform(-math.pi, math.pi)
+    k = np.full(3, 1 / math.sqrt(3))
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    rot = math.cos(theta) * np.eye(3) + math.sin(theta) * cross + (1 - math.cos(theta)) * np.outer(k, k)
+    sat = rng.uniform(0.6, 1.4)
+    matrix = sat * rot + (1 - sat) * np.full((3, 3), 1 / 3)
+    return matrix * rng.uniform(0.75, 1.25)
+
+
+def apply_colour(pixels: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) pixels through a 3x3 colour matrix."""
+    return np.clip(pixels.astype(np.float32) @ matrix.T.astype(np.float32), 0, 255).astype(np.uint8)
 
 
 def colour_jitter(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
@@ -112,19 +139,23 @@ class SampleSource:
     # -- helpers -------------------------------------------------------------------------
     def _load(self, im: GtImage) -> np.ndarray:
         with Image.open(im.rgb_path) as f:
-            return np.asarray(f.convert("RGB"))
+            return np.array(f.convert("RGB"))  # writable: recolouring edits it in place
 
     def _mask(self, inst: GtInstance) -> np.ndarray:
         with Image.open(inst.mask_path) as f:
             return np.asarray(f.convert("L"))
 
-    def _templates(self, obj_ids: list[int], rng: np.random.Generator) -> torch.Tensor:
+    def _templates(self, obj_ids: list[int], rng: np.random.Generator,
+                   colours: dict[int, np.ndarray] | None = None) -> torch.Tensor:
         t = self.cfg.templates_per_object
         views = []
         for oid in obj_ids:
             tpl = self.templates[oid]
             pick = rng.choice(len(tpl), size=t, replace=len(tpl) < t)
-            views.append(tpl[pick])
+            chosen = tpl[pick]
+            if colours and oid in colours:
+                chosen = apply_colour(chosen, colours[oid])
+            views.append(chosen)
         arr = np.stack(views)  # (N, T, S, S, 3)
         return torch.from_numpy(arr).permute(0, 1, 4, 2, 3).float() / 255
 
@@ -132,19 +163,38 @@ class SampleSource:
         img = colour_jitter(img, rng, self.cfg.colour_jitter)
         return torch.from_numpy(img).permute(2, 0, 1).float() / 255
 
-    def _crop_masks(self, im: GtImage, box) -> list[np.ndarray]:
-        return [crop_resize(self._mask(i), box, self.mask_size, Image.BILINEAR) > 127 for i in im.instances]
+    def _crop_masks(self, full_masks: list[np.ndarray], box) -> list[np.ndarray]:
+        return [crop_resize(m, box, self.mask_size, Image.BILINEAR) > 127 for m in full_masks]
+
+    def _recolour(self, rgb: np.ndarray, im: GtImage, full_masks: list[np.ndarray],
+                  rng: np.random.Generator) -> dict[int, np.ndarray]:
+        """Recolour each object of the image (probability cfg.recolour_prob, one matrix per object
+        id, shared by its instances) in place; returns obj_id -> matrix for its templates."""
+        matrices: dict[int, np.ndarray] = {}
+        if self.cfg.recolour_prob <= 0:
+            return matrices
+        for oid in sorted({i.obj_id for i in im.instances}):
+            if rng.random() < self.cfg.recolour_prob:
+                matrices[oid] = random_recolour(rng)
+        for inst, m in zip(im.instances, full_masks):
+            if inst.obj_id in matrices:
+                sel = m > 127
+                rgb[sel] = apply_colour(rgb[sel], matrices[inst.obj_id])
+        return matrices
 
     # -- stages --------------------------------------------------------------------------
     def _coarse(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         im = self.images[self.with_objects[rng.integers(len(self.with_objects))]]
         rgb = self._load(im)
+        full_masks = [self._mask(i) for i in im.instances]
+        colours = self._recolour(rgb, im, full_masks, rng)
         h, w = rgb.shape[:2]
         side = rng.uniform(*cfg.crop_scale) * min(h, w)
-        x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
+        # A side beyond the image (crop_scale > 1) pads it, as the pipeline's full view does.
+        x0, y0 = _offset(w, side, rng), _offset(h, side, rng)
         box = (x0, y0, x0 + side, y0 + side)
-        masks = self._crop_masks(im, box)
+        masks = self._crop_masks(full_masks, box)
         kept = [(inst, m) for inst, m in zip(im.instances, masks) if m.sum() >= 4]
         n = cfg.objects_per_image
         queries: list[tuple[int, np.ndarray]] = []
@@ -175,10 +225,12 @@ class SampleSource:
         # Few absent objects (a small object set): the same one may fill several slots.
         for o in rng.choice(absent, size=missing, replace=len(absent) < missing) if missing else []:
             queries.append((int(o), np.zeros(self.mask_size, dtype=bool)))
+            if cfg.recolour_prob > 0 and rng.random() < cfg.recolour_prob:
+                colours.setdefault(int(o), random_recolour(rng))
         order = rng.permutation(n)
         queries = [queries[i] for i in order]
-        image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR), rng)
-        return {"images": image, "templates": self._templates([q[0] for q in queries], rng),
+        image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR, _IMAGE_FILL), rng)
+        return {"images": image, "templates": self._templates([q[0] for q in queries], rng, colours),
                 "masks": torch.from_numpy(np.stack([q[1] for q in queries])).float()}
 
     def _instance_box(self, inst: GtInstance, rng: np.random.Generator, scale, shift) -> tuple:
@@ -194,16 +246,20 @@ class SampleSource:
         k = int(rng.integers(len(im.instances)))
         inst = im.instances[k]
         rgb = self._load(im)
+        full_masks = [self._mask(i) for i in im.instances]
+        colours = self._recolour(rgb, im, full_masks, rng)
         box = self._instance_box(inst, rng, cfg.refine_box_scale, cfg.refine_box_shift)
-        mask = crop_resize(self._mask(inst), box, self.mask_size, Image.BILINEAR) > 127
+        mask = crop_resize(full_masks[k], box, self.mask_size, Image.BILINEAR) > 127
         obj = inst.obj_id
         if rng.random() < cfg.false_positive_rate:
             # A proposal of the wrong object: the refine model must answer "nothing here".
             present = {i.obj_id for i in im.instances}
             absent = [o for o in self.object_pool.tolist() if o not in present]
             obj, mask = int(rng.choice(absent)), np.zeros(self.mask_size, dtype=bool)
-        image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR), rng)
-        return {"images": image, "templates": self._templates([obj], rng),
+            if cfg.recolour_prob > 0 and rng.random() < cfg.recolour_prob:
+                colours[obj] = random_recolour(rng)
+        image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR, _IMAGE_FILL), rng)
+        return {"images": image, "templates": self._templates([obj], rng, colours),
                 "masks": torch.from_numpy(mask[None]).float()}
 
     def _vae(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -214,6 +270,11 @@ class SampleSource:
         mask = Image.fromarray(self._mask(inst))
         mask = _augment_mask(mask, box, self.mask_size, rng)
         return {"masks": torch.from_numpy(mask[None]).float()}
+
+
+def _offset(length: int, side: float, rng: np.random.Generator) -> float:
+    """Crop start along one axis: inside the image, or (side > length) anywhere that still covers it."""
+    return rng.uniform(0, length - side) if side <= length else rng.uniform(length - side, 0)
 
 
 def _augment_mask(mask: Image.Image, box, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -254,18 +315,3 @@ def load_template_bank(folder: str | Path, obj_ids: list[int] | None = None) -> 
         if obj_ids is None or oid in obj_ids:
             bank[oid] = load_archive(npz).rgb
     return bank
-
-
-def sigma_from_uniform(u: torch.Tensor, distribution: str, p_mean: float, p_std: float) -> torch.Tensor:
-    """Training noise level from a uniform draw (same laws as edm.sample_sigma)."""
-    u = u.clamp(1e-6, 1 - 1e-6)
-    if distribution == "uniform":  # log-uniform over the training range (the paper)
-        lo, hi = math.log(SIGMA_MIN_TRAIN), math.log(SIGMA_MAX_TRAIN)
-        return (lo + (hi - lo) * u).exp()
-    if distribution in ("normal", "normal_trunc"):
-        lo = 0.0 if distribution == "normal" else torch.special.ndtr(
-            torch.tensor((math.log(SIGMA_MIN_TRAIN) - p_mean) / p_std)).item()
-        hi = 1.0 if distribution == "normal" else torch.special.ndtr(
-            torch.tensor((math.log(SIGMA_MAX_TRAIN) - p_mean) / p_std)).item()
-        return (p_mean + p_std * torch.special.ndtri(lo + (hi - lo) * u)).exp()
-    raise ValueError(f"unknown sigma distribution {distribution!r}")

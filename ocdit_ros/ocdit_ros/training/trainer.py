@@ -224,6 +224,8 @@ class Trainer:
                             writer.add_scalar(f"{self.cfg.stage}/{k}", v, self.step)
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == steps:
                     self.save_checkpoint()
+                    if self.cfg.export_on_checkpoint:  # usable weights while a long run goes on
+                        self.export()
         if bar is not None:
             bar.close()
         if writer is not None:

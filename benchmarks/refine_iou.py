@@ -31,7 +31,7 @@ from ocdit_ros.training.samples import crop_resize
 def crops(split, model, templates_dir, max_instances: int, min_visib: float = 0.3):
     """(image crop tensor, templates tensor, gt mask) per visible instance, in dataset order."""
     size, mask_size = model.config.image_size, model.config.mask_size(model.config.image_size)
-    settings = dataclasses.replace(template_settings(), template_size=model.config.template_size[0])
+    settings = template_settings(model.config.template_size[0])
     views = np.linspace(0, settings.views - 1, 8).astype(int)
     out = []
     for im in split.images:

@@ -118,7 +118,6 @@ def _run_pipeline(args, split, images):
     from ..pipeline.cli import CliError, build_segmenter, pipeline_config
     from ..pipeline.export import bop_records
     from ..templates.archive import render_or_load
-    from ..templates.render import RenderSettings
 
     if split.models_dir is None:
         raise EvalError(f"{split.root}: no models/ folder with models_info.json; templates come from the models")
@@ -131,9 +130,7 @@ def _run_pipeline(args, split, images):
     weights, refine_weights = resolve_weights(args.weights, args.refine_weights)
 
     # Templates as the default model's were rendered, at this model's template size.
-    base, size = template_settings(), segmenter.coarse.template_size[0]
-    settings = RenderSettings(views=base.views, template_size=size, render_size=max(base.render_size, 3 * size),
-                              renderer=args.template_renderer)
+    settings = template_settings(segmenter.coarse.template_size[0], args.template_renderer)
     cache = Path(args.templates) if args.templates else split.root / "templates_cache"
     wanted = sorted({i.obj_id for im in images for i in im.instances}) if args.queries == "present" \
         else split.object_ids()

@@ -26,11 +26,20 @@ def default_weights() -> tuple[Path, Path | None]:
     return coarse, refine if refine.is_file() else None
 
 
-def template_settings():
-    """How the default model's training templates were rendered; render yours the same way."""
+def template_settings(template_size: int | None = None, renderer: str = "pybullet"):
+    """How the default model's training templates were rendered; render yours the same way.
+
+    42 views with pybullet's TinyRenderer (the scenes' renderer) at 3x the template size (at
+    least 128 px) before the crop; `template_size` defaults to the shipped coarse model's.
+    """
     from ..templates.render import RenderSettings
 
-    return RenderSettings(views=42, template_size=42, render_size=128, renderer="pybullet")
+    if template_size is None:
+        from .weights import config_from_file
+
+        template_size = config_from_file(default_weights()[0]).template_size[0]
+    return RenderSettings(views=42, template_size=template_size, render_size=max(128, 3 * template_size),
+                          renderer=renderer)
 
 
 def resolve_weights(weights=None, refine_weights=None) -> tuple:

@@ -60,7 +60,7 @@ def run(args) -> dict:
         side = min(h, w)
         y0, x0 = (h - side) // 2, (w - side) // 2
         crop = Image.fromarray(rgb[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(crop)).permute(2, 0, 1).float()[None] / 255
+        x = torch.from_numpy(np.array(crop)).permute(2, 0, 1).float()[None] / 255
         labels = torch.full((size // p, size // p), -1, dtype=torch.long)
         present = []
         for inst in im.instances:

@@ -122,6 +122,19 @@ def run_node(image: np.ndarray, templates: Path, weights: str | None, extra: dic
         rclpy.shutdown(context=ctx)
 
 
+def scene_ap(dataset: Path, instances: list[tuple[str, float, np.ndarray]], split_name: str = "test"):
+    """COCO segmentation AP of (object id, score, mask) on the demo's one-image BOP split."""
+    from .data.bop import open_split
+    from .evaluation.coco import evaluate
+    from .pipeline.export import rle_encode
+
+    split = open_split(dataset, split_name, targets=None)
+    im = split.images[0]
+    records = [{"scene_id": im.scene_id, "image_id": im.image_id, "category_id": int(oid.rsplit("_", 1)[-1]),
+                "score": float(score), "segmentation": rle_encode(mask)} for oid, score, mask in instances]
+    return evaluate(split, records)
+
+
 def _mask_from_msg(m) -> np.ndarray:
     return np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.step)[:, :m.width] > 0
 
@@ -209,6 +222,9 @@ def main(argv=None) -> int:
                                                     for o, _, k in instances)]
     if missed:
         print(f"  missed (IoU <= 0.5 or not found): {', '.join(missed)}")
+    scores = scene_ap(scene.parent.parent, instances)
+    print(f"scene AP {scores.ap:.3f}, AP50 {scores.ap50:.3f} ({scores.num_gt} targets, {scores.num_predictions} "
+          f"predictions; COCO segmentation AP as `ocdit eval` computes it)")
     print(f"{elapsed:.1f} s; wrote {out / 'overlay.png'}, {out / 'ground_truth.png'}, {out / 'input.png'}")
     print("NOTE: the default model is a small CPU-trained model on synthetic scenes; real objects and "
           "cameras need DINOv2 features and real training data (ocdit_ros/weights/MODEL_CARD.md).")

@@ -62,6 +62,10 @@ class VAEConfig:
     raw_std: float = 1.0
     final_std: float = 0.5
     trainable: bool = False
+    # The official VAE also attends at twice the latent resolution (before the last downsampling
+    # and after the first upsampling); with a 16x16 latent that is 1024 tokens and most of the
+    # VAE's cost. True keeps only the latent-resolution attention (our small models).
+    latent_attention_only: bool = False
 
     @property
     def downsampling(self) -> int:
@@ -326,6 +330,7 @@ def small16() -> OCDiTConfig:
             up_channels=(32, 32, 16, 8),
             num_blocks=1,
             num_groups=8,
+            latent_attention_only=True,
         ),
         diffuser=DiffuserConfig(
             hidden_size=96,

@@ -72,7 +72,7 @@ class Encoder(nn.Module):
             for _ in range(cfg.num_blocks):
                 blocks.append(ResnetBlock(cin, cout, g))
                 cin = cout
-            if level == last:  # attention before the last downsampling ...
+            if level == last and not cfg.latent_attention_only:  # attention before the last downsampling ...
                 blocks.append(AttentionBlock(cin))
             blocks.append(Downsample(cin))
         blocks.append(AttentionBlock(cin))  # ... and once more at the latent resolution
@@ -99,7 +99,7 @@ class Decoder(nn.Module):
             for _ in range(cfg.num_blocks + 1):
                 blocks.append(ResnetBlock(cin, cout, g))
                 cin = cout
-            if level in self.ATTENTION_LEVELS:
+            if level in self.ATTENTION_LEVELS and not (cfg.latent_attention_only and level > 0):
                 blocks.append(AttentionBlock(cin))
             blocks.append(Upsample(cin))
         self.up_blocks = nn.ModuleList(blocks)

@@ -10,7 +10,7 @@ work=${1:?usage: tools/train_default_model.sh WORK_DIR}
 py=${PY:-.venv/bin/python}
 ocdit() { OMP_NUM_THREADS=${THREADS:-1} nice -n 10 "$py" -m ocdit_ros.cli "$@"; }
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-train_scenes=${TRAIN_SCENES:-400}
+train_scenes=${TRAIN_SCENES:-250}
 vae_scenes=${VAE_SCENES:-60}
 
 [ -f "$work/objects/objects.json" ] || ocdit data objects --out "$work/objects"

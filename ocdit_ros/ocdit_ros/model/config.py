@@ -317,6 +317,7 @@ def small16() -> OCDiTConfig:
     templates (6x6 patches), a 4x16x16 mask latent from a 3-stage VAE (128 px masks), and
     a fixed colour descriptor beside the from-scratch ViT's features (model/descriptor.py).
     """
+    base = small()
     return OCDiTConfig(
         image_size=(128, 128),
         template_size=(48, 48),
@@ -332,16 +333,8 @@ def small16() -> OCDiTConfig:
             num_groups=8,
             latent_attention_only=True,
         ),
-        diffuser=DiffuserConfig(
-            hidden_size=96,
-            depth=3,
-            num_heads=4,
-            max_num_classes=8,
-            max_num_templates=12,
-            class_pe_training="random_interval",
-            cross_attn_sigma="per_sample",
-        ),
-        sampler=SamplerConfig(num_steps=9, rho=9.0),
+        diffuser=base.diffuser,  # the same 3-block, 96-d transformer as `small`
+        sampler=base.sampler,
     )
 
 

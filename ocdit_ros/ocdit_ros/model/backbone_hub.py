@@ -54,9 +54,15 @@ def resolve_name(name: str) -> NamedWeights | None:
     return NAMES.get(name.strip())
 
 
-def _timm_model(named: NamedWeights) -> nn.Module:
-    import timm  # optional: only users of timm's names need it
+class LibraryUnusable(Exception):
+    """A loader's library cannot be imported (missing, or installed but broken)."""
 
+
+def _timm_model(named: NamedWeights) -> nn.Module:
+    try:
+        import timm  # optional: only users of timm's names need it
+    except Exception as exc:  # missing, or e.g. a torchvision built for another torch
+        raise LibraryUnusable(_cause(exc)) from exc
     return timm.create_model(named.entry, pretrained=True)
 
 
@@ -92,13 +98,11 @@ def named_state_dict(
     loader = (loaders or DEFAULT_LOADERS)[named.source]
     try:
         model = loader(named)
-    except ImportError as exc:
-        if named.source != TIMM:
-            raise BackboneWeightsError(f"backbone.weights={name!r}: {_cause(exc)}; {_fix(named)}") from None
+    except LibraryUnusable as exc:
         raise BackboneWeightsError(
-            f"backbone.weights={name!r} is timm's name and needs the timm package, which is not installed "
-            f"({_cause(exc)}); pip install timm, or use the torch.hub name 'dinov2_vits14', or "
-            f"{_fix(named)}"
+            f"backbone.weights={name!r} is {named.source}'s name and needs {named.source}, which cannot be "
+            f"imported here ({exc}); pip install timm (its torchvision must match torch), or use the "
+            f"torch.hub name 'dinov2_vits14', or {_fix(named)}"
         ) from None
     except Exception as exc:  # network, cache and hub errors surface as many types; one message for all
         where = ("huggingface.co" if named.source == TIMM

@@ -118,7 +118,7 @@ def test_backbone_loads_hub_and_timm_naming(tmp_path):
     wrong = BackboneConfig(embed_dim=48, depth=3, num_heads=2, pos_embed_size=112)
     with pytest.raises(ValueError, match="does not fit this ViT config"):
         load_backbone_weights(VisionTransformer(wrong), tmp_path / "hub.pth")
-    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+    with pytest.raises(FileNotFoundError, match="not found; pass a local DINOv2 ViT checkpoint"):
         load_backbone_weights(VisionTransformer(cfg), tmp_path / "missing.pth")
 
 

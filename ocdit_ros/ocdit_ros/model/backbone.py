@@ -2,7 +2,8 @@
 
 Parameter names follow the DINOv2 hub model (`cls_token`, `pos_embed`, `mask_token`,
 `patch_embed.proj`, flat `blocks.i.*`, `norm`) so a hub checkpoint loads as is; timm's
-`vit_small_patch14_dinov2` naming is converted on load. The position embedding is resized
+`vit_small_patch14_dinov2` naming is converted on load, and timm's / torch.hub's names for
+DINOv2 ViT-S/14 are fetched through those libraries (backbone_hub.py). The position embedding is resized
 exactly like DINOv2 does it (bicubic, scale factor with the +0.1 offset, no antialias), which
 is what makes features identical to the official model at any input size.
 """
@@ -185,28 +186,46 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 
 def convert_backbone_state_dict(sd: dict[str, torch.Tensor], like: nn.Module) -> dict[str, torch.Tensor]:
-    """Map hub / timm / prefixed checkpoints onto our (hub) names."""
+    """Map hub / timm / prefixed checkpoints onto our (hub) names.
+
+    timm's `vit_small_patch14_dinov2` has the hub's names and shapes (pos_embed with the CLS
+    position, 1 + 37*37 tokens) but no mask_token; its classifier head, if any, is dropped.
+    """
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
         for prefix in ("feature_extractor.model.", "backbone.", "module.", "model."):
             if key.startswith(prefix):
                 key = key[len(prefix):]
-        if key.startswith("head.") or key == "reg_token":
-            continue  # classification head / registers are not part of ViT-S/14 features
+        if key.startswith("head."):
+            continue  # a classification head is not part of the features
+        if key in ("reg_token", "register_tokens"):
+            raise ValueError(
+                "the checkpoint is a DINOv2 ViT with register tokens (timm '..._reg4_dinov2', hub "
+                "'dinov2_vits14_reg'), which this backbone does not implement; use the plain ViT-S/14 "
+                "weights ('dinov2_vits14', 'vit_small_patch14_dinov2.lvd142m' or dinov2_vits14_pretrain.pth)"
+            )
         out[key] = value
     if "mask_token" not in out:  # timm has none; it is unused for features
         out["mask_token"] = torch.zeros_like(like.mask_token)
     return out
 
 
-def load_backbone_weights(model: VisionTransformer, path: str | Path) -> None:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"backbone weights {path} not found; pass a local DINOv2 ViT checkpoint "
-            "(hub .pth or timm .safetensors) — nothing is downloaded"
-        )
-    sd = convert_backbone_state_dict(_read_checkpoint(path), model)
+def load_backbone_weights(model: VisionTransformer, weights: str | Path) -> None:
+    """Load a local checkpoint file, or the weights timm / torch.hub know by that name."""
+    path = Path(weights)
+    if path.is_file():
+        raw, origin = _read_checkpoint(path), str(path)
+    else:
+        from .backbone_hub import NAMES, named_state_dict, resolve_name
+
+        if resolve_name(str(weights)) is None:
+            raise FileNotFoundError(
+                f"backbone weights {weights} not found; pass a local DINOv2 ViT checkpoint "
+                f"(hub .pth or timm .safetensors) or one of the names {sorted(NAMES)} "
+                "(fetched by timm / torch.hub where this machine reaches them; a file is never downloaded otherwise)"
+            )
+        raw, origin = named_state_dict(str(weights)), f"{weights!r}"
+    sd = convert_backbone_state_dict(raw, model)
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -214,7 +233,7 @@ def load_backbone_weights(model: VisionTransformer, path: str | Path) -> None:
              for k in own if k in sd and sd[k].shape != own[k].shape]
     if missing or unexpected or wrong:
         raise ValueError(
-            f"backbone checkpoint {path} does not fit this ViT config: "
+            f"backbone checkpoint {origin} does not fit this ViT config: "
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
             f"shape mismatches {wrong[:5]}. Check backbone embed_dim/depth/heads/pos_embed_size."

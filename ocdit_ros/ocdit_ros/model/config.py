@@ -33,7 +33,8 @@ class BackboneConfig:
     # The position-embedding grid the ViT was trained at (518 px = 37x37 patches for DINOv2).
     pos_embed_size: int = 518
     layerscale_init: float = 1.0
-    # Local checkpoint (hub .pth, timm .pth/.safetensors); never downloaded.
+    # Local checkpoint (hub .pth, timm .pth/.safetensors), or a name timm / torch.hub fetch
+    # (see model/backbone_hub.py: "dinov2_vits14", "vit_small_patch14_dinov2.lvd142m", ...).
     weights: str | None = None
     # Frozen like the paper unless training from scratch (no pretrained weights here).
     trainable: bool = False

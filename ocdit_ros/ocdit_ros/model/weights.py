@@ -10,6 +10,7 @@ Formats:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -135,6 +136,9 @@ def load_model(path: str | Path, config: OCDiTConfig | None = None, device: str 
         raise ValueError(
             f"{path} carries no model config; pass one (a preset name such as 'tiny' or a YAML file)"
         )
-    model = OCDiT.from_config(cfg)
+    # The file holds the backbone too: build without fetching backbone.weights (a path of the
+    # training machine, or a timm / torch.hub name that needs the network) and keep the record.
+    model = OCDiT.from_config(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=None)))
+    model.config = cfg
     load_weights(model, path)
     return model.to(device).eval()

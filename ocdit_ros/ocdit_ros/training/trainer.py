@@ -8,6 +8,7 @@ averages the gradients (gloo on CPU, NCCL on GPUs).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -66,10 +67,16 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 def build_model(cfg: TrainConfig) -> OCDiT:
     """The model of a stage: the init weights' config (if stored) else `cfg.model`; VAE trainable only in its stage."""
-    model_cfg = config_from_file(cfg.init) if cfg.init else None
-    model_cfg = model_cfg or load_config(cfg.model)
+    stored = config_from_file(cfg.init) if cfg.init else None
+    model_cfg = stored or load_config(cfg.model)
     model_cfg.vae.trainable = cfg.stage == "vae"
-    model = OCDiT.from_config(model_cfg)
+    if stored is not None:
+        # The init file holds the backbone: build without fetching backbone.weights (as load_model).
+        model = OCDiT.from_config(dataclasses.replace(model_cfg, backbone=dataclasses.replace(model_cfg.backbone,
+                                                                                              weights=None)))
+        model.config = model_cfg
+    else:
+        model = OCDiT.from_config(model_cfg)
     if cfg.init:
         load_weights(model, cfg.init)
     if cfg.stage == "vae":

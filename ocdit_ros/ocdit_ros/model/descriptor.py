@@ -33,10 +33,19 @@ def patch_descriptor(rgb: torch.Tensor, patch: int, name: str) -> torch.Tensor:
     if name != "colour_hist":
         raise ValueError(f"no descriptor {name!r}")
     rgb = rgb.float().clamp(0, 1)
+    b, _, h, w = rgb.shape
+    gh, gw = h // patch, w // patch
     q = (rgb * _BINS).long().clamp_(max=_BINS - 1)
-    index = (q[:, 0] * _BINS + q[:, 1]) * _BINS + q[:, 2]  # (B, H, W)
-    onehot = F.one_hot(index, _BINS**3).permute(0, 3, 1, 2).float()
-    hist = F.avg_pool2d(onehot, patch).sqrt()
+    colour_bin = (q[:, 0] * _BINS + q[:, 1]) * _BINS + q[:, 2]  # (B, H, W)
+    # Count pixels per (patch, bin) with one bincount: a one-hot image of 64 channels was most
+    # of a training step's cost on templates.
+    rows = torch.arange(h, device=rgb.device) // patch
+    cols = torch.arange(w, device=rgb.device) // patch
+    cell = (rows[:, None] * gw + cols[None, :]).clamp_(max=gh * gw - 1)  # pixels past the last patch are cropped below
+    inside = (rows[:, None] < gh) & (cols[None, :] < gw)
+    key = (torch.arange(b, device=rgb.device)[:, None, None] * (gh * gw) + cell) * _BINS**3 + colour_bin
+    counts = torch.bincount(key[:, inside].reshape(-1), minlength=b * gh * gw * _BINS**3)
+    hist = (counts.reshape(b, gh, gw, _BINS**3).permute(0, 3, 1, 2).float() / (patch * patch)).sqrt()
     mean = F.avg_pool2d(rgb, patch)
     std = (F.avg_pool2d(rgb * rgb, patch) - mean * mean).clamp(min=0).sqrt()
     return torch.cat([hist, mean, std], dim=1)

@@ -18,7 +18,10 @@ OVERRIDABLE = ("weights", "templates_dir", "device")
 def _node(context):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     overrides = {name: get(name) for name in OVERRIDABLE if get(name)}
-    overrides["use_sim_time"] = get("use_sim_time").lower() in ("1", "true", "yes")
+    sim = get("use_sim_time")
+    # true/false as a bool; anything else goes through as given, so the node refuses it (exit 2)
+    # instead of quietly running on wall time.
+    overrides["use_sim_time"] = {"true": True, "false": False}.get(sim.lower(), sim)
     return [Node(
         package="ocdit_ros",
         executable="segment_node",

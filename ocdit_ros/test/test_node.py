@@ -217,7 +217,7 @@ def test_parameters_change_the_next_frame_and_bad_values_are_rejected(harness):
     fut = harness.describe_client.call_async(DescribeParameters.Request(names=["coarse.ensemble", "score_threshold", "weights"]))
     wait_for(fut.done, "describe_parameters")
     ens, thr, weights = fut.result().descriptors
-    assert (ens.integer_range[0].from_value, ens.integer_range[0].to_value) == (1, 32)
+    assert (ens.integer_range[0].from_value, ens.integer_range[0].to_value) == (1, 64)  # PipelineConfig's range
     assert (thr.floating_point_range[0].from_value, thr.floating_point_range[0].to_value) == (0.0, 1.0)
     assert weights.read_only and ens.description
 

@@ -306,3 +306,40 @@ def test_object_services_change_the_object_set_while_running(harness, tmp_path):
     res = call(harness, RemoveObject, "remove_object", object_id="can")
     assert not res.success and "unknown object" in res.message
     assert list(call(harness, ListObjects, "list_objects").object_ids) == ["box", "mug"]
+
+
+def test_node_without_templates_starts_empty_and_takes_objects_through_add_object(tmp_path, monkeypatch, capfd):
+    from ocdit_msgs.srv import AddObject, ListObjects, RemoveObject
+
+    monkeypatch.setenv("OCDIT_CACHE", str(tmp_path / "cache"))  # where add_object renders without templates_dir
+    h = Harness("", namespace="/empty")
+    try:
+        assert "no objects: templates_dir is unset" in capfd.readouterr().err
+        out = h.send_and_wait(h.image(40))
+        assert out.header.stamp.sec == 40 and len(out.instances) == 0  # an answer per frame, empty
+        wait_for(lambda: any(lab.header.stamp.sec == 40 for lab in h.labels), "the empty label image")
+        lab = next(lab for lab in h.labels if lab.header.stamp.sec == 40)
+        assert not np.frombuffer(bytes(lab.data), np.uint16).any()
+
+        def svc(srv_type, name, **fields):
+            client = h.peer.create_client(srv_type, f"/empty/ocdit/{name}")
+            assert client.wait_for_service(timeout_sec=TIMEOUT), name
+            fut = client.call_async(srv_type.Request(**fields))
+            wait_for(fut.done, name, timeout=60)
+            return fut.result()
+
+        assert list(svc(ListObjects, "list_objects").object_ids) == []
+        trimesh.creation.box(extents=(0.1, 0.06, 0.04)).export(tmp_path / "crate.ply")
+        added = svc(AddObject, "add_object", mesh_path=str(tmp_path / "crate.ply"))
+        assert added.success and added.object_id == "crate", added.message
+        assert (tmp_path / "cache" / "templates" / "crate.npz").is_file()
+        assert list(svc(ListObjects, "list_objects").object_ids) == ["crate"]
+        h.set_params(score_threshold=0.0)
+        out = h.send_and_wait(h.image(41))
+        assert out.header.stamp.sec == 41 and {i.object_id for i in out.instances} <= {"crate"}
+        assert out.latency_total_ms > 0  # the pipeline ran this time
+        assert svc(RemoveObject, "remove_object", object_id="crate").success  # back to none is allowed
+        out = h.send_and_wait(h.image(42))
+        assert len(out.instances) == 0 and out.latency_total_ms == 0
+    finally:
+        h.close()

@@ -32,13 +32,3 @@ def template_settings():
 
     return RenderSettings(views=42, template_size=42, render_size=128, renderer="pybullet")
 
-
-def resolve_weights(weights=None, refine_weights=None) -> tuple:
-    """(coarse, refine or None) weight paths: the given ones, else the shipped pair.
-
-    Raises NoDefaultModel when nothing is given and nothing ships.
-    """
-    if weights:
-        return weights, refine_weights or None
-    coarse, shipped_refine = default_weights()
-    return coarse, refine_weights or shipped_refine

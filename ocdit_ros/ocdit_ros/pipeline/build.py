@@ -96,7 +96,7 @@ class ModelFiles:
         try:
             coarse, shipped_refine = default_weights()
         except NoDefaultModel as exc:
-            raise SetupError("weights", str(exc), "give the weights") from None
+            raise SetupError("weights", str(exc)) from None  # the message says what to do
         refine = check_weights_path("refine_weights", refine_weights) if refine_weights else shipped_refine
         return cls(coarse, refine, str(model_config) if model_config else None, True)
 

@@ -25,9 +25,9 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ocdit_msgs.msg import Instance, InstanceArray
+from ocdit_msgs.msg import InstanceArray
 from ocdit_msgs.srv import AddObject, ListObjects, RemoveObject, SetActiveObjects
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
@@ -43,11 +43,14 @@ except ImportError:  # pragma: no cover
     DiagnosticArray = None
 
 from ..pipeline.build import ModelFiles, SetupError
-from ..pipeline.export import label_image, overlay
+from ..pipeline.export import overlay
 from ..pipeline.segmenter import SegmentationResult
-from .image_codec import ImageError, compressed_to_rgb, fill_image, image_to_rgb
+from . import messages
+from .image_codec import ImageError, compressed_to_rgb, image_to_rgb
 from .parameters import (NODE_PARAMS, PIPELINE_PARAMS, builtin_error, check_node_value, declare_all,
                          unknown_overrides)
+
+MSG_TYPES = messages.rclpy_types()
 
 
 class LatestFrame:
@@ -348,12 +351,7 @@ class SegmentCore:
         out = self._to_msg(msg.header, result, image.shape[:2])
         self.pub_instances.publish(out)
         if params["publish_label_image"]:
-            labels = label_image(result.instances, image.shape[:2])
-            if params["label_encoding"] == "16SC1":  # signed, background -1
-                labels = np.where(labels == 0, -1, labels.astype(np.int32)).astype(np.int16)
-            lab = fill_image(Image(), labels, params["label_encoding"])
-            lab.header = msg.header
-            self.pub_labels.publish(lab)
+            self.pub_labels.publish(messages.label_image_msg(MSG_TYPES, msg.header, result, params["label_encoding"]))
         if params["publish_detections"] and self.pub_detections is not None:
             self.pub_detections.publish(self._detections(msg.header, result))
         if params["publish_object_masks"]:
@@ -362,16 +360,12 @@ class SegmentCore:
             unc = np.zeros(image.shape[:2], np.float32)
             for inst in result.instances:
                 np.maximum(unc, inst.uncertainty, out=unc)
-            u = fill_image(Image(), unc, "32FC1")
-            u.header = msg.header
-            self.pub_uncertainty.publish(u)
+            self.pub_uncertainty.publish(messages.image(MSG_TYPES, msg.header, unc, "32FC1"))
         self._record_stats(msg.header, result)
         now = time.monotonic()
         if params["publish_debug_image"] and now - self._last_debug >= 1.0 / params["debug_rate_hz"]:
             self._last_debug = now
-            dbg = fill_image(Image(), overlay(image, result.instances), "rgb8")
-            dbg.header = msg.header
-            self.pub_debug.publish(dbg)
+            self.pub_debug.publish(messages.image(MSG_TYPES, msg.header, overlay(image, result.instances), "rgb8"))
         self.processed += 1
         return out
 
@@ -406,9 +400,7 @@ class SegmentCore:
                 self._entities.remove(pub)  # freed with pub_object_masks
                 self.pub_object_masks[obj.id] = pub
             mask = best[obj.id].mask if obj.id in best else np.zeros(shape, bool)
-            m = fill_image(Image(), mask.astype(np.uint8) * 255, "mono8")
-            m.header = header
-            pub.publish(m)
+            pub.publish(messages.image(MSG_TYPES, header, mask.astype(np.uint8) * 255, "mono8"))
 
     def _record_stats(self, header, result) -> None:
         stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
@@ -454,29 +446,7 @@ class SegmentCore:
                                           f"{config.coarse.ensemble}/{config.refine.ensemble}")
 
     def _to_msg(self, header, result, shape) -> InstanceArray:
-        out = InstanceArray()
-        out.header = header
-        out.stage = result.stage
-        t = result.timings_ms
-        out.latency_features_ms = float(t.get("features", 0.0))
-        out.latency_coarse_ms = float(t.get("coarse_total", 0.0))
-        out.latency_refine_ms = float(t.get("refine_total", 0.0))
-        out.latency_total_ms = float(t.get("total", 0.0))
-        for inst in result.instances:
-            m = Instance()
-            m.header = header
-            m.object_id = inst.object_id
-            m.instance_id = inst.instance_id
-            m.score = float(inst.score)
-            x0, y0, x1, y1 = inst.bbox
-            m.bbox = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0)
-            fill_image(m.mask, inst.mask.astype(np.uint8) * 255, "mono8")
-            m.mask.header = header
-            m.mask_agreement = float(inst.agreement)
-            out.instances.append(m)
-        return out
-
-
+        return messages.instance_array(MSG_TYPES, header, result)
 
 class SegmentNode(SegmentCore, Node):
     """The plain node: configured and active from construction on."""

@@ -58,10 +58,13 @@ def test_launch_file_declares_the_documented_arguments():
     tree = ast.parse(src)
     declared = [node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"]
-    assert declared == ["camera_topic", "config", "weights", "templates_dir", "device", "namespace", "use_sim_time"]
-    assert 'executable="segment_node"' in src and '("image", get("camera_topic"))' in src
+    assert declared == ["camera_topic", "config", "weights", "templates_dir", "device", "namespace", "use_sim_time",
+                        "lifecycle"]
+    assert '"segment_lifecycle_node" if lifecycle else "segment_node"' in src and '("image", get("camera_topic"))' in src
+    assert "(LifecycleNode if lifecycle else Node)(" in src
     setup = (PKG / "setup.py").read_text()
     assert "segment_node = ocdit_ros.segment_node:main" in setup
+    assert "segment_lifecycle_node = ocdit_ros.segment_lifecycle_node:main" in setup
 
 
 def test_node_reads_the_parameter_file(tmp_path):

@@ -116,6 +116,9 @@ class SegmentCore:
         self._entities.append(pub)
         return pub
 
+    def _destroy_publisher(self, pub) -> None:
+        self.destroy_publisher(pub)
+
     # -- configure: model, objects, publishers, services ---------------------------------------
     def _configure(self) -> None:
         ro = self.ro
@@ -201,7 +204,7 @@ class SegmentCore:
         """Back to unconfigured: publishers and services gone, the model freed."""
         for entity in self._entities + list(getattr(self, "pub_object_masks", {}).values()):
             if hasattr(entity, "publish"):
-                self.destroy_publisher(entity)
+                self._destroy_publisher(entity)
             else:
                 self.destroy_service(entity)
         self._entities, self.pub_object_masks = [], {}

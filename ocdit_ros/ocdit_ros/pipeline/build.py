@@ -104,7 +104,7 @@ class ModelFiles:
         """Load the models onto `config.device` and wrap them in a Segmenter."""
         import torch
 
-        from ..model import OCDiT, load_config, load_model
+        from ..model import OCDiT, load_config
         from .segmenter import Segmenter
 
         config = config or PipelineConfig()

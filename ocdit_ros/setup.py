@@ -43,5 +43,6 @@ setup(
                     "data": ["trimesh>=4", "scipy", "pybullet>=3.2"], "train": ["tensorboard", "tqdm>=4"]},
     python_requires=">=3.10",
     zip_safe=False,  # the weights and the split are read as files
-    entry_points={"console_scripts": ["ocdit = ocdit_ros.cli:main", "segment_node = ocdit_ros.segment_node:main"]},
+    entry_points={"console_scripts": ["ocdit = ocdit_ros.cli:main", "segment_node = ocdit_ros.segment_node:main",
+                                      "segment_lifecycle_node = ocdit_ros.segment_lifecycle_node:main"]},
 )

@@ -14,8 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("bag", help="segment the images of a rosbag2 offline",
@@ -60,15 +58,15 @@ def typestore():
 def run(args) -> int:
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-    from .pipeline.cli import CliError, build_segmenter, load_objects
-    from .pipeline.config import PipelineConfig
-    from .pipeline.export import bop_records, label_image
+    from .pipeline.cli import CliError, cli_segmenter, load_objects, pipeline_config
+    from .pipeline.export import bop_category_ids, bop_records
+    from .ros import messages
     from .ros.image_codec import ImageError, compressed_to_rgb, image_to_rgb
 
     try:
-        cfg = PipelineConfig.from_yaml(args.config) if args.config else PipelineConfig()
+        cfg = pipeline_config(args.config)
         objects = load_objects(args.objects)
-        segmenter = build_segmenter(args, cfg)
+        segmenter = cli_segmenter(args, cfg)
         if Path(args.out).exists():
             raise CliError(f"--out {args.out} exists; choose a new folder")
         if not Path(args.input).exists():
@@ -78,8 +76,8 @@ def run(args) -> int:
         print(f"ocdit bag: error: {exc}", file=sys.stderr)
         return 2
 
-    T = store.types
-    category_ids = {o.id: i + 1 for i, o in enumerate(sorted(objects, key=lambda o: o.id))}
+    types = messages.rosbags_types(store)
+    category_ids = bop_category_ids(o.id for o in objects)
     bop, frames, bad = [], 0, 0
     storage = StoragePlugin.MCAP if args.storage == "mcap" else StoragePlugin.SQLITE3
     with Reader(args.input) as reader, Writer(args.out, version=9, storage_plugin=storage) as writer:
@@ -106,9 +104,10 @@ def run(args) -> int:
                 bad += 1
                 continue
             result = segmenter.segment(image, objects)
-            writer.write(out_inst, timestamp, store.serialize_cdr(_instance_array(T, msg.header, result), out_inst.msgtype))
-            labels = label_image(result.instances, image.shape[:2])
-            writer.write(out_lab, timestamp, store.serialize_cdr(_image(T, msg.header, labels, "mono16"), out_lab.msgtype))
+            writer.write(out_inst, timestamp,
+                         store.serialize_cdr(messages.instance_array(types, msg.header, result), out_inst.msgtype))
+            writer.write(out_lab, timestamp,
+                         store.serialize_cdr(messages.label_image_msg(types, msg.header, result), out_lab.msgtype))
             bop += bop_records(result, 0, frames, category_ids)
             frames += 1
             print(f"[{frames}] {timestamp} ns: {len(result.instances)} instances, {result.timings_ms['total']:.0f} ms",
@@ -118,24 +117,3 @@ def run(args) -> int:
     print(f"segmented {frames} frame(s) ({bad} unreadable) into {args.out}")
     return 1 if bad else 0
 
-
-def _image(T, header, array: np.ndarray, encoding: str):
-    arr = np.ascontiguousarray(array)
-    return T["sensor_msgs/msg/Image"](header=header, height=arr.shape[0], width=arr.shape[1], encoding=encoding,
-                                      is_bigendian=0, step=arr.strides[0], data=arr.view(np.uint8).reshape(-1))
-
-
-def _instance_array(T, header, result):
-    instances = []
-    for inst in result.instances:
-        x0, y0, x1, y1 = inst.bbox
-        roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=x0, y_offset=y0, height=y1 - y0, width=x1 - x0,
-                                                     do_rectify=False)
-        instances.append(T["ocdit_msgs/msg/Instance"](
-            header=header, object_id=inst.object_id, instance_id=inst.instance_id, score=float(inst.score), bbox=roi,
-            mask=_image(T, header, inst.mask.astype(np.uint8) * 255, "mono8"), mask_agreement=float(inst.agreement)))
-    t = result.timings_ms
-    return T["ocdit_msgs/msg/InstanceArray"](
-        header=header, stage=result.stage, instances=instances, latency_features_ms=float(t.get("features", 0.0)),
-        latency_coarse_ms=float(t.get("coarse_total", 0.0)), latency_refine_ms=float(t.get("refine_total", 0.0)),
-        latency_total_ms=float(t.get("total", 0.0)))

@@ -159,12 +159,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        from .model import load_model
-        from .model.default import resolve_weights
+        from .pipeline.build import build_segmenter
 
-        weights, refine_weights = resolve_weights(args.weights)
-        coarse = load_model(weights)  # the node loads its own; this one gives the template size (and --no-ros)
-        template_size = coarse.config.template_size[0]
+        # The node builds its own (the same builder); this one gives the template size (and --no-ros).
+        segmenter = build_segmenter(weights=args.weights)
+        template_size = segmenter.coarse.template_size[0]
         scene, names = prepare_scene(out, seed, args.objects, 320, 240)
         templates, queried = prepare_templates(scene, template_size, args.absent, seed)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -193,12 +192,11 @@ def main(argv=None) -> int:
         for inst in result.instances:
             instances.append((inst.object_id, float(inst.score), _mask_from_msg(inst.mask)))
     else:
-        from .pipeline import PipelineConfig, Segmenter
+        from .pipeline import PipelineConfig
         from .templates import load_template_dir
 
         cfg = PipelineConfig().replace(**SHOW_ALL) if args.show_all else PipelineConfig()
-        seg = Segmenter(coarse, load_model(refine_weights) if refine_weights else None, cfg)
-        res = seg.segment(image, load_template_dir(templates))
+        res = segmenter.segment(image, load_template_dir(templates), config=cfg)
         instances = [(i.object_id, i.score, i.mask) for i in res.instances]
     elapsed = time.perf_counter() - t0
 

@@ -72,6 +72,6 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, monkeypatch):
     assert main(base + ["--objects", str(tmp_path / "tpl"), "--weights", str(tmp_path / "other.pt"),
                         "--model-config", "tiny"]) == 2
     err = capsys.readouterr().err
-    assert "cannot load model" in err and "unexpected keys" in err and "Traceback" not in err
+    assert "--weights: cannot load" in err and "unexpected keys" in err and "Traceback" not in err
     assert main(["templates", "render", str(tmp_path / "missing.obj"), "--out", str(tmp_path / "t2")]) == 1
     assert "does not exist" in capsys.readouterr().err

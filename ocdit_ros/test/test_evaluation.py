@@ -268,11 +268,11 @@ def test_cli_without_a_shipped_model_says_so(split, tmp_path, capsys, monkeypatc
     monkeypatch.setattr(default, "default_weights", none)
     _write_models(split.root, {1: (60, 40, 30)})
     assert main(["eval", "--dataset", str(split.path), "--out", str(tmp_path / "r.json")]) == 2
-    assert capsys.readouterr().err.strip() == "ocdit eval: error: no default model in X; pass --weights"
+    assert capsys.readouterr().err.strip() == "ocdit eval: error: --weights: no default model in X; pass --weights"
     assert main(["eval", "--dataset", str(split.path), "--weights", str(tmp_path / "nope.safetensors"),
                  "--out", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("ocdit eval: error: cannot load model:") and "\n" not in err
+    assert err.startswith("ocdit eval: error: --weights:") and "does not exist" in err and "\n" not in err
 
 
 def _write_models(root: Path, boxes: dict[int, tuple]) -> None:

@@ -6,26 +6,51 @@ arguments, the executable it starts); the parameter file is loaded by a real nod
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ocdit_ros.ros.parameters import NODE_PARAMS, PIPELINE_PARAMS, READ_ONLY
+from ocdit_ros.pipeline import PipelineConfig
+from ocdit_ros.ros.parameters import NODE_PARAMS, PIPELINE_PARAMS, READ_ONLY, pipeline_range
 
 PKG = Path(__file__).resolve().parents[1]
 
 
+def _config_file():
+    """config/ocdit.yaml's parameters, and the commented-out pipeline lines ("# name: value")."""
+    text = (PKG / "config" / "ocdit.yaml").read_text()
+    params = yaml.safe_load(text)["/**"]["ros__parameters"]
+    commented = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*# ([a-z_.]+): (\S+)", line)
+        if m and m.group(1) in PIPELINE_PARAMS:
+            commented[m.group(1)] = yaml.safe_load(m.group(2))
+    return params, commented
+
+
 def test_config_lists_every_parameter_with_valid_defaults():
-    data = yaml.safe_load((PKG / "config" / "ocdit.yaml").read_text())
-    params = data["/**"]["ros__parameters"]
-    declared = set(PIPELINE_PARAMS) | set(NODE_PARAMS) | set(READ_ONLY)
-    assert set(params) == declared - {"active_objects"}  # documented as a comment: unset = all
-    for name, (default, rng, _) in {**PIPELINE_PARAMS, **NODE_PARAMS}.items():
+    params, commented = _config_file()
+    assert set(params) == (set(NODE_PARAMS) | set(READ_ONLY)) - {"active_objects"}  # documented as a comment: unset = all
+    for name, (default, rng, _) in NODE_PARAMS.items():
         if name in params:
-            assert type(params[name]) is type(default), name
+            assert type(params[name]) is type(default) and params[name] == default, name
             if rng:
                 assert rng[0] <= params[name] <= rng[1], name
+    for name, (default, _) in READ_ONLY.items():
+        assert params[name] == getattr(PipelineConfig(), name, default), name
+
+
+def test_every_pipeline_setting_is_a_parameter_and_the_file_shows_its_default():
+    defaults = PipelineConfig().to_flat_dict()
+    assert set(PIPELINE_PARAMS) | {"device", "dtype"} == set(defaults)  # every knob, the two read-only ones aside
+    _, commented = _config_file()
+    assert set(commented) == set(PIPELINE_PARAMS)
+    for name, value in commented.items():
+        assert value == defaults[name] and type(value) is type(defaults[name]), name
+        rng = pipeline_range(name)
+        assert rng is None or rng[0] <= value <= rng[1], name
 
 
 def test_launch_file_declares_the_documented_arguments():
@@ -33,10 +58,13 @@ def test_launch_file_declares_the_documented_arguments():
     tree = ast.parse(src)
     declared = [node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"]
-    assert declared == ["camera_topic", "config", "weights", "templates_dir", "device", "namespace", "use_sim_time"]
-    assert 'executable="segment_node"' in src and '("image", get("camera_topic"))' in src
+    assert declared == ["camera_topic", "config", "weights", "templates_dir", "device", "namespace", "use_sim_time",
+                        "lifecycle"]
+    assert '"segment_lifecycle_node" if lifecycle else "segment_node"' in src and '("image", get("camera_topic"))' in src
+    assert "(LifecycleNode if lifecycle else Node)(" in src
     setup = (PKG / "setup.py").read_text()
     assert "segment_node = ocdit_ros.segment_node:main" in setup
+    assert "segment_lifecycle_node = ocdit_ros.segment_lifecycle_node:main" in setup
 
 
 def test_node_reads_the_parameter_file(tmp_path):

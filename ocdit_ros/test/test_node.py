@@ -217,7 +217,7 @@ def test_parameters_change_the_next_frame_and_bad_values_are_rejected(harness):
     fut = harness.describe_client.call_async(DescribeParameters.Request(names=["coarse.ensemble", "score_threshold", "weights"]))
     wait_for(fut.done, "describe_parameters")
     ens, thr, weights = fut.result().descriptors
-    assert (ens.integer_range[0].from_value, ens.integer_range[0].to_value) == (1, 32)
+    assert (ens.integer_range[0].from_value, ens.integer_range[0].to_value) == (1, 64)  # PipelineConfig's range
     assert (thr.floating_point_range[0].from_value, thr.floating_point_range[0].to_value) == (0.0, 1.0)
     assert weights.read_only and ens.description
 
@@ -306,3 +306,152 @@ def test_object_services_change_the_object_set_while_running(harness, tmp_path):
     res = call(harness, RemoveObject, "remove_object", object_id="can")
     assert not res.success and "unknown object" in res.message
     assert list(call(harness, ListObjects, "list_objects").object_ids) == ["box", "mug"]
+
+
+def test_node_without_templates_starts_empty_and_takes_objects_through_add_object(tmp_path, monkeypatch, capfd):
+    from ocdit_msgs.srv import AddObject, ListObjects, RemoveObject
+
+    monkeypatch.setenv("OCDIT_CACHE", str(tmp_path / "cache"))  # where add_object renders without templates_dir
+    h = Harness("", namespace="/empty")
+    try:
+        assert "no objects: templates_dir is unset" in capfd.readouterr().err
+        out = h.send_and_wait(h.image(40))
+        assert out.header.stamp.sec == 40 and len(out.instances) == 0  # an answer per frame, empty
+        wait_for(lambda: any(lab.header.stamp.sec == 40 for lab in h.labels), "the empty label image")
+        lab = next(lab for lab in h.labels if lab.header.stamp.sec == 40)
+        assert not np.frombuffer(bytes(lab.data), np.uint16).any()
+
+        def svc(srv_type, name, **fields):
+            client = h.peer.create_client(srv_type, f"/empty/ocdit/{name}")
+            assert client.wait_for_service(timeout_sec=TIMEOUT), name
+            fut = client.call_async(srv_type.Request(**fields))
+            wait_for(fut.done, name, timeout=60)
+            return fut.result()
+
+        assert list(svc(ListObjects, "list_objects").object_ids) == []
+        trimesh.creation.box(extents=(0.1, 0.06, 0.04)).export(tmp_path / "crate.ply")
+        added = svc(AddObject, "add_object", mesh_path=str(tmp_path / "crate.ply"))
+        assert added.success and added.object_id == "crate", added.message
+        assert (tmp_path / "cache" / "templates" / "crate.npz").is_file()
+        assert list(svc(ListObjects, "list_objects").object_ids) == ["crate"]
+        h.set_params(score_threshold=0.0)
+        out = h.send_and_wait(h.image(41))
+        assert out.header.stamp.sec == 41 and {i.object_id for i in out.instances} <= {"crate"}
+        assert out.latency_total_ms > 0  # the pipeline ran this time
+        assert svc(RemoveObject, "remove_object", object_id="crate").success  # back to none is allowed
+        out = h.send_and_wait(h.image(42))
+        assert len(out.instances) == 0 and out.latency_total_ms == 0
+    finally:
+        h.close()
+
+
+NEW_KNOBS = {"augmentation_zoom": 0.5, "coarse_grid_scale": 1.5, "min_mask_area": 4, "cluster_iou": 0.6,
+             "refine_margin": 0.3, "refine_jitter": 0.2, "max_objects_per_pass": 1, "work_size": 256,
+             "coarse.s_churn": 0.5, "refine.s_churn": 1.0}
+
+
+def test_every_pipeline_knob_is_a_described_ranged_live_parameter(harness):
+    from ocdit_ros.pipeline import PipelineConfig
+    from ocdit_ros.ros.parameters import PIPELINE_PARAMS, pipeline_range
+
+    names = sorted(PIPELINE_PARAMS)
+    fut = harness.describe_client.call_async(DescribeParameters.Request(names=names))
+    wait_for(fut.done, "describe_parameters")
+    for name, d in zip(names, fut.result().descriptors):
+        assert d.description and not d.read_only, name
+        rng = pipeline_range(name)
+        if rng is None:
+            assert isinstance(PipelineConfig().to_flat_dict()[name], bool), name
+            continue
+        r = d.integer_range[0] if isinstance(rng[0], int) else d.floating_point_range[0]
+        assert (r.from_value, r.to_value) == rng, name
+    res = harness.set_params(**NEW_KNOBS)
+    assert all(r.successful for r in res), [r.reason for r in res]
+    flat = harness.node.config.to_flat_dict()
+    assert {k: flat[k] for k in NEW_KNOBS} == NEW_KNOBS
+    assert not harness.set_params(refine_jitter=0.9)[0].successful  # outside [0, 0.5]
+    defaults = PipelineConfig().to_flat_dict()
+    assert all(r.successful for r in harness.set_params(**{k: defaults[k] for k in NEW_KNOBS}))
+
+
+def test_min_mask_area_reaches_the_pipeline(harness):
+    """A knob that was not a parameter before, shown to act: every member mask below the area counts
+    as 'object absent', so the maximum area leaves no instances where 0 leaves some."""
+    from ocdit_msgs.srv import SetActiveObjects
+
+    assert call(harness, SetActiveObjects, "set_active_objects", object_ids=[]).success  # all objects
+    assert all(r.successful for r in harness.set_params(score_threshold=0.0, min_mask_area=0))
+    assert len(harness.send_and_wait(harness.image(50, seed=9)).instances) > 0
+    assert harness.set_params(min_mask_area=1_000_000)[0].successful
+    assert len(harness.send_and_wait(harness.image(51, seed=9)).instances) == 0
+    assert harness.set_params(min_mask_area=16)[0].successful
+
+
+def test_pipeline_config_yaml_sets_defaults_and_explicit_parameters_win(templates_dir, tmp_path):
+    (tmp_path / "pipeline.yaml").write_text("coarse: {ensemble: 3, s_churn: 0.25}\nmin_mask_area: 40\n"
+                                            "cluster_iou: 0.6\nwork_size: 200\n")
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = SegmentNode(context=ctx, parameter_overrides=[
+            Parameter("model_config", value="tiny"), Parameter("templates_dir", value=str(templates_dir)),
+            Parameter("pipeline_config", value=str(tmp_path / "pipeline.yaml")), Parameter("cluster_iou", value=0.7)])
+        try:
+            c = node.config
+            assert (c.coarse.ensemble, c.coarse.s_churn, c.min_mask_area, c.work_size) == (3, 0.25, 40, 200)
+            assert c.cluster_iou == 0.7  # given as a parameter: wins over the YAML
+            assert node.get_parameter("min_mask_area").value == 40  # rqt shows the value in use
+            assert c.refine.ensemble == 2  # in neither: PipelineConfig's default
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def _state_dicts_equal(model, path):
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path))
+    own = model.state_dict()
+    return set(saved) == set(own) and all(torch_equal(own[k], saved[k]) for k in own)
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a.cpu(), b.cpu())
+
+
+def test_node_loads_real_weights_from_a_file_with_their_config(templates_dir, tmp_path):
+    """Not random `tiny` weights: a model saved to safetensors with a non-preset config, loaded
+    through the weights parameter alone (the config comes from the file)."""
+    import torch
+
+    from ocdit_ros.model import OCDiT, save_weights, tiny
+
+    cfg = tiny()
+    cfg.diffuser.depth, cfg.diffuser.max_num_classes = 3, 6
+    torch.manual_seed(5)
+    save_weights(OCDiT.from_config(cfg), tmp_path / "mine.safetensors")
+    h = Harness(templates_dir, namespace="/real", model_config="", weights=str(tmp_path / "mine.safetensors"))
+    try:
+        coarse = h.node.segmenter.coarse
+        assert coarse.model.config.diffuser.depth == 3 and coarse.object_capacity == 6
+        assert _state_dicts_equal(coarse.model, tmp_path / "mine.safetensors")
+        assert h.node.segmenter.refine is coarse  # no refine weights: the coarse model refines
+        assert h.send_and_wait(h.image(60)).header.stamp.sec == 60
+    finally:
+        h.close()
+
+
+def test_node_without_weights_loads_the_shipped_default_model(templates_dir):
+    from ocdit_ros.model.default import default_weights
+
+    coarse_file, refine_file = default_weights()
+    h = Harness(templates_dir, namespace="/shipped", model_config="")
+    try:
+        assert _state_dicts_equal(h.node.segmenter.coarse.model, coarse_file)
+        assert refine_file is not None and _state_dicts_equal(h.node.segmenter.refine.model, refine_file)
+        assert h.send_and_wait(h.image(61)).header.stamp.sec == 61
+    finally:
+        h.close()

@@ -114,20 +114,23 @@ def _timing(records: list[dict]) -> dict:
 def _run_pipeline(args, split, images):
     import torch
 
-    from ..model.default import resolve_weights, template_settings
-    from ..pipeline.cli import CliError, build_segmenter, pipeline_config
-    from ..pipeline.export import bop_records
+    from ..model.default import template_settings
+    from ..pipeline.build import ModelFiles, SetupError
+    from ..pipeline.cli import CliError, cli_segmenter, option_name, pipeline_config
+    from ..pipeline.export import bop_category_ids, bop_records
     from ..templates.archive import render_or_load
 
     if split.models_dir is None:
         raise EvalError(f"{split.root}: no models/ folder with models_info.json; templates come from the models")
     cfg = pipeline_config(args.config, device=args.device or None, **{
         "coarse.ensemble": args.ensemble, "coarse.num_steps": args.steps, "refine.num_steps": args.steps})
-    try:
-        segmenter = build_segmenter(args, cfg)  # the same model loading and messages as `ocdit segment`
+    try:  # the same model loading and messages as `ocdit segment`; the files resolved once
+        files = ModelFiles.resolve(args.weights, args.refine_weights, args.model_config)
+        segmenter = cli_segmenter(args, cfg, files)
+    except SetupError as exc:
+        raise EvalError(exc.render(option_name(exc.setting))) from None
     except CliError as exc:
         raise EvalError(str(exc)) from None
-    weights, refine_weights = resolve_weights(args.weights, args.refine_weights)
 
     # Templates as the default model's were rendered, at this model's template size.
     settings = template_settings(segmenter.coarse.template_size[0], args.template_renderer)
@@ -139,7 +142,7 @@ def _run_pipeline(args, split, images):
         name = f"obj_{oid:06d}"  # BOP models are in millimetres
         templates[oid], _ = render_or_load(split.model_path(oid), cache, settings, object_id=name, units="mm")
     records, coarse_records, seconds = [], [] if not args.no_coarse_ap else None, []
-    category = {f"obj_{oid:06d}": oid for oid in templates}
+    category = bop_category_ids(f"obj_{oid:06d}" for oid in templates)
     for im in _progress(images, "eval"):
         queried = sorted({i.obj_id for i in im.instances}) if args.queries == "present" else list(templates)
         if not queried:
@@ -160,7 +163,7 @@ def _run_pipeline(args, split, images):
                 coarse_records.append(rec)
     timing = {"mean_seconds_per_image": sum(seconds) / max(len(seconds), 1), "total_seconds": sum(seconds),
               "device": str(cfg.device), "threads": torch.get_num_threads()}
-    meta = {"weights": str(weights), "refine_weights": str(refine_weights) if refine_weights else None,
+    meta = {"weights": str(files.weights), "refine_weights": str(files.refine_weights) if files.refine_weights else None,
             "config_file": args.config, "queries": args.queries, "template_settings": settings.to_dict(),
             **cfg.to_dict()}
     return records, coarse_records, timing, meta

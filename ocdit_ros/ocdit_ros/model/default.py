@@ -41,13 +41,3 @@ def template_settings(template_size: int | None = None, renderer: str = "pybulle
     return RenderSettings(views=42, template_size=template_size, render_size=max(128, 3 * template_size),
                           renderer=renderer)
 
-
-def resolve_weights(weights=None, refine_weights=None) -> tuple:
-    """(coarse, refine or None) weight paths: the given ones, else the shipped pair.
-
-    Raises NoDefaultModel when nothing is given and nothing ships.
-    """
-    if weights:
-        return weights, refine_weights or None
-    coarse, shipped_refine = default_weights()
-    return coarse, refine_weights or shipped_refine

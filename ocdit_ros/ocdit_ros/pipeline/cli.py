@@ -58,43 +58,40 @@ def pipeline_config(path: str | None, **overrides) -> PipelineConfig:
     return cfg.replace(**changes) if changes else cfg
 
 
-def build_segmenter(args, cfg: PipelineConfig):
-    """The Segmenter of --weights/--refine-weights/--model-config (default: the shipped model)."""
-    from ..model import load_config, load_model
-    from ..model.default import NoDefaultModel, resolve_weights
-    from .segmenter import Segmenter
+def cli_segmenter(args, cfg: PipelineConfig, files=None):
+    """The library builder (`pipeline.build`) for --weights/--refine-weights/--model-config (default:
+    the shipped model); a setting's problem is reported with its option name."""
+    from .build import ModelFiles, SetupError
 
     try:
-        weights, refine_weights = resolve_weights(args.weights, args.refine_weights)
-    except NoDefaultModel as exc:
-        raise CliError(str(exc)) from None
-    model_cfg = load_config(args.model_config) if args.model_config else None
-    try:
-        coarse = load_model(weights, model_cfg)
-        refine = load_model(refine_weights, model_cfg) if refine_weights else None
-    except (FileNotFoundError, ValueError) as exc:
-        raise CliError(f"cannot load model: {exc}") from None
-    return Segmenter(coarse, refine, cfg)
+        files = files or ModelFiles.resolve(args.weights, args.refine_weights, args.model_config)
+        return files.build(cfg)
+    except SetupError as exc:
+        raise CliError(exc.render(option_name(exc.setting))) from None
+
+
+def option_name(setting: str) -> str:
+    """A builder setting as the command line spells it (refine_weights -> --refine-weights)."""
+    return "--" + setting.replace("_", "-")
 
 
 def run(args) -> int:
     from PIL import Image, UnidentifiedImageError
 
-    from .export import bop_records, overlay, result_record
+    from .export import bop_category_ids, bop_records, overlay, result_record
 
     try:
         cfg = pipeline_config(args.config, device=args.device or None, seed=args.seed,
                               refine_enabled=False if args.no_refine else None)
         objects = load_objects(args.objects)
-        segmenter = build_segmenter(args, cfg)
+        segmenter = cli_segmenter(args, cfg)
     except (CliError, ValueError, FileNotFoundError) as exc:
         print(f"ocdit segment: error: {exc}", file=sys.stderr)
         return 2
 
     out = Path(args.out)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    # BOP category ids: the number in BOP names (obj_000005 -> 5), else the 1-based sorted position.
-    category_ids = {o.id: _category_id(o.id, i) for i, o in enumerate(sorted(objects, key=lambda o: o.id))}
+    category_ids = bop_category_ids(o.id for o in objects)
     records, bop, failed = [], [], []
     for index, name in enumerate(_progress(args.images)):
         path = Path(name)
@@ -119,11 +116,6 @@ def run(args) -> int:
     print(f"segmented {len(records)} image(s), {sum(len(r['instances']) for r in records)} instance(s); "
           f"results in {out / 'results.json'}")
     return 1 if failed else 0
-
-
-def _category_id(object_id: str, index: int) -> int:
-    digits = "".join(ch for ch in object_id.rsplit("_", 1)[-1] if ch.isdigit())
-    return int(digits) if object_id.startswith("obj_") and digits else index + 1
 
 
 def _progress(items):

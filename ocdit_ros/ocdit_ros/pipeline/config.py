@@ -11,6 +11,31 @@ import yaml
 
 DTYPES = ("float32", "bfloat16", "float16")
 
+# Closed ranges of the numeric settings: validate() enforces them and the ROS node declares them as
+# its parameter ranges (one definition). Integer bounds mean the setting must be an integer.
+STAGE_RANGES: dict[str, tuple] = {
+    "ensemble": (1, 64), "augmentations": (1, 16), "num_steps": (1, 200), "rho": (0.5, 50.0), "s_churn": (0.0, 100.0),
+}
+RANGES: dict[str, tuple] = {
+    "augmentation_zoom": (0.2, 0.95), "coarse_grid_scale": (0.25, 4.0), "mask_threshold": (0.0, 1.0),
+    "min_mask_area": (0, 1_000_000), "cluster_iou": (0.0, 1.0), "min_support": (0.0, 1.0),
+    "proposal_threshold": (0.0, 1.0), "score_threshold": (0.0, 1.0), "max_instances": (1, 1000),
+    "refine_margin": (0.0, 2.0), "refine_jitter": (0.0, 0.5), "max_objects_per_pass": (0, 256),
+    "work_size": (32, 4096), "seed": (0, 2**31 - 1),
+}
+BOOLS = ("refine_enabled", "guided_augmentation", "relabel")
+
+
+def _check_ranges(obj, ranges: dict[str, tuple], prefix: str) -> None:
+    for name, (lo, hi) in ranges.items():
+        v = getattr(obj, name)
+        want_int = isinstance(lo, int)
+        if isinstance(v, bool) or not isinstance(v, int if want_int else (int, float)):
+            kind = "an integer" if want_int else "a number"
+            raise ValueError(f"{prefix}{name}={v!r}: must be {kind} in [{lo}, {hi}]")
+        if not lo <= v <= hi:
+            raise ValueError(f"{prefix}{name}={v}: must be in [{lo}, {hi}]")
+
 
 @dataclass
 class StageConfig:
@@ -21,16 +46,7 @@ class StageConfig:
     s_churn: float = 0.0
 
     def validate(self, name: str) -> None:
-        if not 1 <= self.ensemble <= 64:
-            raise ValueError(f"{name}.ensemble={self.ensemble}: must be in [1, 64]")
-        if not 1 <= self.augmentations <= 16:
-            raise ValueError(f"{name}.augmentations={self.augmentations}: must be in [1, 16]")
-        if not 1 <= self.num_steps <= 200:
-            raise ValueError(f"{name}.num_steps={self.num_steps}: must be in [1, 200]")
-        if not 0.5 <= self.rho <= 50:
-            raise ValueError(f"{name}.rho={self.rho}: must be in [0.5, 50]")
-        if self.s_churn < 0:
-            raise ValueError(f"{name}.s_churn={self.s_churn}: must be >= 0")
+        _check_ranges(self, STAGE_RANGES, f"{name}.")
 
 
 @dataclass
@@ -62,24 +78,14 @@ class PipelineConfig:
     def validate(self) -> "PipelineConfig":
         self.coarse.validate("coarse")
         self.refine.validate("refine")
-        for name in ("mask_threshold", "cluster_iou", "min_support", "proposal_threshold", "score_threshold"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name}={v}: must be in [0, 1]")
-        if not 0.2 <= self.augmentation_zoom < 1.0:
-            raise ValueError(f"augmentation_zoom={self.augmentation_zoom}: must be in [0.2, 1)")
-        if not 0.25 <= self.coarse_grid_scale <= 4.0:
-            raise ValueError(f"coarse_grid_scale={self.coarse_grid_scale}: must be in [0.25, 4]")
-        if self.max_instances < 1:
-            raise ValueError(f"max_instances={self.max_instances}: must be >= 1")
-        if self.work_size < 32:
-            raise ValueError(f"work_size={self.work_size}: must be >= 32")
+        _check_ranges(self, RANGES, "")
+        for name in BOOLS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}: choose one of {', '.join(DTYPES)}")
-        if self.min_mask_area < 0 or self.max_objects_per_pass < 0:
-            raise ValueError("min_mask_area and max_objects_per_pass must be >= 0")
-        if self.refine_margin < 0 or not 0 <= self.refine_jitter <= 0.5:
-            raise ValueError("refine_margin must be >= 0 and refine_jitter in [0, 0.5]")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device={self.device!r}: must be a torch device name such as cpu or cuda:0")
         return self
 
     def replace(self, **changes: Any) -> "PipelineConfig":
@@ -89,6 +95,8 @@ class PipelineConfig:
             target = data
             *parents, leaf = key.split(".")
             for p in parents:
+                if not isinstance(target.get(p), dict):
+                    raise ValueError(f"unknown pipeline setting {key!r}")
                 target = target[p]
             if leaf not in target:
                 raise ValueError(f"unknown pipeline setting {key!r}")
@@ -97,6 +105,16 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Settings with dotted stage names ("coarse.ensemble"), as `replace` and the ROS node take them."""
+        out = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PipelineConfig":

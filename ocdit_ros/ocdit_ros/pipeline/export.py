@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import re
 from typing import Iterable
 
 import numpy as np
@@ -100,6 +101,25 @@ def result_record(image_name: str, result: SegmentationResult) -> dict:
         "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()},
         "instances": [instance_record(i) for i in result.instances],
     }
+
+
+def bop_category_ids(object_ids: Iterable[str]) -> dict[str, int]:
+    """The one rule for BOP category ids (`ocdit segment --format bop`, `ocdit bag --bop-json`,
+    `ocdit eval`): a BOP object name keeps its number (obj_000005 -> 5); every other id gets the
+    smallest numbers no BOP name uses, in sorted order (mug, box -> box 1, mug 2)."""
+    ids = sorted(set(object_ids))
+    out = {o: int(m.group(1)) for o in ids if (m := _BOP_NAME.match(o))}
+    used, n = set(out.values()), 0
+    for o in ids:
+        if o not in out:
+            n += 1
+            while n in used:
+                n += 1
+            out[o] = n
+    return out
+
+
+_BOP_NAME = re.compile(r"^obj_(\d+)$")
 
 
 def bop_records(result: SegmentationResult, scene_id: int, image_id: int, category_ids: dict[str, int]) -> list[dict]:

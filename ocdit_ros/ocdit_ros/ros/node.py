@@ -25,11 +25,12 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ocdit_msgs.msg import Instance, InstanceArray
+from ocdit_msgs.msg import InstanceArray
 from ocdit_msgs.srv import AddObject, ListObjects, RemoveObject, SetActiveObjects
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
 from rclpy.parameter import Parameter
 
 try:  # optional message packages: published when the user's ROS has them
@@ -41,10 +42,15 @@ try:
 except ImportError:  # pragma: no cover
     DiagnosticArray = None
 
-from ..pipeline import PipelineConfig
-from ..pipeline.export import label_image, overlay
-from .image_codec import ImageError, compressed_to_rgb, fill_image, image_to_rgb
-from .parameters import NODE_PARAMS, PIPELINE_PARAMS, check_node_value, declare_all
+from ..pipeline.build import ModelFiles, SetupError
+from ..pipeline.export import overlay
+from ..pipeline.segmenter import SegmentationResult
+from . import messages
+from .image_codec import ImageError, compressed_to_rgb, image_to_rgb
+from .parameters import (NODE_PARAMS, PIPELINE_PARAMS, builtin_error, check_node_value, declare_all,
+                         unknown_overrides)
+
+MSG_TYPES = messages.rclpy_types()
 
 
 class LatestFrame:
@@ -78,89 +84,138 @@ class LatestFrame:
             self._cond.notify_all()
 
 
-class SegmentNode(Node):
-    def __init__(self, node_name: str = "ocdit", **kwargs):
-        super().__init__(node_name, **kwargs)
-        declared = declare_all(self)
-        ro = declared.read_only
-        pipeline = {k: v for k, v in declared.pipeline.items()}
-        self.config = PipelineConfig().replace(**pipeline, device=ro["device"], dtype=ro["dtype"])
-        self.node_params = dict(declared.node)
+class SegmentCore:
+    """The node's work, shared by the plain node (`SegmentNode`, configured and active from the
+    start) and the managed one (`lifecycle.SegmentLifecycleNode`, driven by transitions). Mixed
+    into an rclpy Node; the steps map onto the lifecycle transitions:
+    `_setup_parameters` (construction), `_configure` (load model and objects, create publishers and
+    services), `_activate` (subscribe, start the worker), `_deactivate`, `_cleanup` (free the model)."""
+
+    # -- construction ------------------------------------------------------------------------
+    def _setup_parameters(self) -> None:
+        self.frames, self.segmenter, self._worker, self.sub = LatestFrame(), None, None, None
+        self.objects: dict = {}
+        self._entities: list = []  # publishers and services of the configured state
+        self._active_entities: list = []  # subscriptions and timers of the active state
+        self._running = False
         self._lock = threading.Lock()
+        declared = declare_all(self)
+        self.ro = declared.read_only
+        self.config = declared.config
+        self.node_params = dict(declared.node)
+        for name in unknown_overrides(self):
+            self.get_logger().warning(f"parameter {name!r} is given but this node has no such parameter (a typo?); "
+                                      "it is ignored")
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        templates = self.ro["templates_dir"]
+        self.templates_dir = Path(templates).expanduser() if templates else default_templates_dir()
 
-        from ..model import OCDiT, load_config, load_model
-        from ..pipeline import Segmenter
-        from ..templates import load_template_dir
+    def _make_publisher(self, msg_type, topic, qos):
+        """A publisher of the configured state (the managed node makes lifecycle publishers)."""
+        pub = self.create_publisher(msg_type, topic, qos)
+        self._entities.append(pub)
+        return pub
 
-        model_cfg = load_config(ro["model_config"]) if ro["model_config"] else None
-        refine_weights = ro["refine_weights"]
-        if model_cfg is not None and not ro["weights"]:
+    def _destroy_publisher(self, pub) -> None:
+        self.destroy_publisher(pub)
+
+    # -- configure: model, objects, publishers, services ---------------------------------------
+    def _configure(self) -> None:
+        ro = self.ro
+        random_weights = bool(ro["model_config"] and not ro["weights"])
+        files = ModelFiles.resolve(ro["weights"], ro["refine_weights"], ro["model_config"], random_weights)
+        if random_weights:
             self.get_logger().warning(f"no weights: RANDOM weights of model config {ro['model_config']!r} (testing only)")
-            import torch
-
-            torch.manual_seed(0)
-            coarse = OCDiT.from_config(model_cfg)
-        else:
-            from ..model.default import NoDefaultModel, resolve_weights
-
-            try:
-                weights, refine_weights = resolve_weights(ro["weights"], ro["refine_weights"])
-            except NoDefaultModel as exc:
-                raise ValueError(f"set the 'weights' parameter: {exc}") from None
-            if not ro["weights"]:
-                self.get_logger().info(f"no weights given: the shipped default model {Path(weights).name} "
-                                       f"(synthetic-data toy model, see its MODEL_CARD.md)")
-            coarse = load_model(weights, model_cfg, ro["device"])
-        refine = load_model(refine_weights, model_cfg, ro["device"]) if refine_weights else None
-        self.segmenter = Segmenter(coarse, refine, self.config)
-        if not ro["templates_dir"]:
-            raise ValueError("set the 'templates_dir' parameter to a folder of template archives")
-        self.objects = {o.id: o for o in load_template_dir(Path(ro["templates_dir"]))}
+        elif files.shipped:
+            self.get_logger().info(f"no weights given: the shipped default model {files.weights.name} "
+                                   f"(synthetic-data toy model, see its MODEL_CARD.md)")
+        self.objects = load_objects(ro["templates_dir"])
+        unknown = [o for o in self.node_params["active_objects"] if o and o not in self.objects]
+        if unknown:
+            raise SetupError("active_objects", f"unknown objects {unknown}; loaded: {sorted(self.objects)}",
+                             "name objects of templates_dir, or leave active_objects unset")
+        self.segmenter = files.build(self.config)
         if not self.objects:
-            raise ValueError(f"templates_dir {ro['templates_dir']} holds no template archives")
+            self.get_logger().warning(
+                f"no objects: templates_dir is {'unset' if not ro['templates_dir'] else 'empty'}; publishing empty "
+                f"results until objects are added with the ~/add_object service (rendered into {self.templates_dir})")
 
+        qos_out = QoSProfile(depth=5)
+        self.pub_instances = self._make_publisher(InstanceArray, "~/instances", qos_out)
+        self.pub_labels = self._make_publisher(Image, "~/label_image", qos_out)
+        self.pub_debug = self._make_publisher(Image, "~/debug_image", qos_out)
+        self.pub_uncertainty = self._make_publisher(Image, "~/uncertainty", qos_out)
+        self.pub_detections = (self._make_publisher(Detection2DArray, "~/detections", qos_out)
+                               if Detection2DArray is not None else None)
+        self.pub_diagnostics = (self._make_publisher(DiagnosticArray, "/diagnostics", 10)
+                                if DiagnosticArray is not None else None)
+        self.pub_object_masks: dict[str, object] = {}
+        services = MutuallyExclusiveCallbackGroup()  # object edits one at a time, off the image path
+        for srv_type, name, cb in ((ListObjects, "~/list_objects", self._list_objects),
+                                   (SetActiveObjects, "~/set_active_objects", self._set_active),
+                                   (AddObject, "~/add_object", self._add_object),
+                                   (RemoveObject, "~/remove_object", self._remove_object)):
+            self._entities.append(self.create_service(srv_type, name, cb, callback_group=services))
+        self._warm_up()
+
+    # -- activate: subscriptions and the worker ------------------------------------------------
+    def _activate(self) -> None:
         self.frames = LatestFrame()
         self.processed = 0
         self._last_debug = 0.0
-        qos_out = QoSProfile(depth=5)
-        self.pub_instances = self.create_publisher(InstanceArray, "~/instances", qos_out)
-        self.pub_labels = self.create_publisher(Image, "~/label_image", qos_out)
-        self.pub_debug = self.create_publisher(Image, "~/debug_image", qos_out)
-        self.pub_uncertainty = self.create_publisher(Image, "~/uncertainty", qos_out)
-        self.pub_detections = (self.create_publisher(Detection2DArray, "~/detections", qos_out)
-                               if Detection2DArray is not None else None)
-        self.pub_object_masks: dict[str, object] = {}
         self.last_stats: dict[str, float] = {}
-        if DiagnosticArray is not None:
-            self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-            self.create_timer(1.0, self._publish_diagnostics)
-        compressed = ro["image_transport"] == "compressed"
-        if ro["image_transport"] not in ("raw", "compressed"):
-            raise ValueError(f"image_transport must be raw or compressed, got {ro['image_transport']!r}")
+        self.camera_info = None
+        self.camera_info_mismatch = 0
+        compressed = self.ro["image_transport"] == "compressed"
         self._decode = compressed_to_rgb if compressed else image_to_rgb
         sensor = QoSProfile(history=qos_profile_sensor_data.history, depth=1,
                             reliability=qos_profile_sensor_data.reliability,
                             durability=qos_profile_sensor_data.durability)
         self.sub = self.create_subscription(CompressedImage if compressed else Image, "image", self.frames.put, sensor,
                                             qos_overriding_options=QoSOverridingOptions.with_default_policies())
-        self.camera_info = None
-        self.camera_info_mismatch = 0
-        if ro["use_camera_info"]:
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.templates_dir = Path(ro["templates_dir"])
-        services = MutuallyExclusiveCallbackGroup()  # object edits one at a time, off the image path
-        self.create_service(ListObjects, "~/list_objects", self._list_objects, callback_group=services)
-        self.create_service(SetActiveObjects, "~/set_active_objects", self._set_active, callback_group=services)
-        self.create_service(AddObject, "~/add_object", self._add_object, callback_group=services)
-        self.create_service(RemoveObject, "~/remove_object", self._remove_object, callback_group=services)
-
-        self._warm_up()
+        self._active_entities = [self.sub]
+        if self.ro["use_camera_info"]:
+            self._active_entities.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor))
+        if self.pub_diagnostics is not None:
+            self._active_entities.append(self.create_timer(1.0, self._publish_diagnostics))
         self._running = True
         self._worker = threading.Thread(target=self._work, name="ocdit_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(f"ready: {len(self.objects)} objects {sorted(self.objects)}, "
                                f"device {self.config.device}, listening on {self.sub.topic_name}")
+
+    def _deactivate(self) -> None:
+        """Stop listening and let the worker finish its frame; nothing is published afterwards."""
+        self._running = False
+        if self.frames is not None:
+            self.frames.close()
+        if self._worker is not None:
+            self._worker.join(timeout=60)
+            self._worker = None
+        for entity in self._active_entities:
+            if hasattr(entity, "cancel"):  # a timer
+                entity.cancel()
+                self.destroy_timer(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._active_entities, self.sub = [], None
+
+    def _cleanup(self) -> None:
+        """Back to unconfigured: publishers and services gone, the model freed."""
+        for entity in self._entities + list(getattr(self, "pub_object_masks", {}).values()):
+            if hasattr(entity, "publish"):
+                self._destroy_publisher(entity)
+            else:
+                self.destroy_service(entity)
+        self._entities, self.pub_object_masks = [], {}
+        self.segmenter, self.objects = None, {}
+        import gc
+
+        gc.collect()
+        if self.config.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
 
     # -- parameters ------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -172,7 +227,7 @@ class SegmentNode(Node):
                 reason = check_node_value(p.name, p.value)
                 if reason:
                     return SetParametersResult(successful=False, reason=reason)
-                if p.name == "active_objects":
+                if p.name == "active_objects" and self.segmenter is not None:  # else checked by configure
                     unknown = [o for o in (p.value or []) if o and o not in self.objects]
                     if unknown:
                         return SetParametersResult(successful=False,
@@ -254,9 +309,6 @@ class SegmentNode(Node):
             if request.object_id not in self.objects:
                 response.success, response.message = False, f"unknown object {request.object_id!r}"
                 return response
-            if len(self.objects) == 1:
-                response.success, response.message = False, "cannot remove the last object"
-                return response
             del self.objects[request.object_id]
             active = [o for o in (self.node_params.get("active_objects") or []) if o != request.object_id]
         if active != list(self.node_params.get("active_objects") or []):
@@ -266,6 +318,8 @@ class SegmentNode(Node):
 
     # -- processing ------------------------------------------------------------------------
     def _warm_up(self) -> None:
+        if not self.objects:
+            return
         t0 = time.perf_counter()
         image = np.zeros((64, 64, 3), np.uint8)
         self.segmenter.segment(image, self.active_objects()[:1], config=self.config.replace(
@@ -290,19 +344,17 @@ class SegmentNode(Node):
         with self._lock:
             config, params = self.config, dict(self.node_params)
         objects = self.active_objects()
-        if params["publish_coarse_first"] and config.refine_enabled:
+        if not objects:  # nothing to look for yet: an empty answer, so consumers still get one per frame
+            self.get_logger().warning("no objects loaded: publishing empty results (add some with ~/add_object)",
+                                      throttle_duration_sec=30.0)
+        if params["publish_coarse_first"] and config.refine_enabled and objects:
             coarse = self._segment(image, objects, config, stage="coarse")
             self.pub_instances.publish(self._to_msg(msg.header, coarse, image.shape[:2]))
         result = self._segment(image, objects, config)
         out = self._to_msg(msg.header, result, image.shape[:2])
         self.pub_instances.publish(out)
         if params["publish_label_image"]:
-            labels = label_image(result.instances, image.shape[:2])
-            if params["label_encoding"] == "16SC1":  # signed, background -1
-                labels = np.where(labels == 0, -1, labels.astype(np.int32)).astype(np.int16)
-            lab = fill_image(Image(), labels, params["label_encoding"])
-            lab.header = msg.header
-            self.pub_labels.publish(lab)
+            self.pub_labels.publish(messages.label_image_msg(MSG_TYPES, msg.header, result, params["label_encoding"]))
         if params["publish_detections"] and self.pub_detections is not None:
             self.pub_detections.publish(self._detections(msg.header, result))
         if params["publish_object_masks"]:
@@ -311,16 +363,12 @@ class SegmentNode(Node):
             unc = np.zeros(image.shape[:2], np.float32)
             for inst in result.instances:
                 np.maximum(unc, inst.uncertainty, out=unc)
-            u = fill_image(Image(), unc, "32FC1")
-            u.header = msg.header
-            self.pub_uncertainty.publish(u)
+            self.pub_uncertainty.publish(messages.image(MSG_TYPES, msg.header, unc, "32FC1"))
         self._record_stats(msg.header, result)
         now = time.monotonic()
         if params["publish_debug_image"] and now - self._last_debug >= 1.0 / params["debug_rate_hz"]:
             self._last_debug = now
-            dbg = fill_image(Image(), overlay(image, result.instances), "rgb8")
-            dbg.header = msg.header
-            self.pub_debug.publish(dbg)
+            self.pub_debug.publish(messages.image(MSG_TYPES, msg.header, overlay(image, result.instances), "rgb8"))
         self.processed += 1
         return out
 
@@ -351,12 +399,11 @@ class SegmentNode(Node):
         for obj in objects:
             pub = self.pub_object_masks.get(obj.id)
             if pub is None:
-                pub = self.create_publisher(Image, f"~/object_masks/{topic_token(obj.id)}", QoSProfile(depth=5))
+                pub = self._make_publisher(Image, f"~/object_masks/{topic_token(obj.id)}", QoSProfile(depth=5))
+                self._entities.remove(pub)  # freed with pub_object_masks
                 self.pub_object_masks[obj.id] = pub
             mask = best[obj.id].mask if obj.id in best else np.zeros(shape, bool)
-            m = fill_image(Image(), mask.astype(np.uint8) * 255, "mono8")
-            m.header = header
-            pub.publish(m)
+            pub.publish(messages.image(MSG_TYPES, header, mask.astype(np.uint8) * 255, "mono8"))
 
     def _record_stats(self, header, result) -> None:
         stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
@@ -367,6 +414,8 @@ class SegmentNode(Node):
         self.last_stats = stats
 
     def _publish_diagnostics(self) -> None:
+        if self.pub_diagnostics is None:
+            return
         status = DiagnosticStatus(name=f"{self.get_name()}: segmentation", hardware_id=self.config.device)
         dropped, received = self.frames.dropped, self.frames.received
         status.level = DiagnosticStatus.OK if self.processed or not received else DiagnosticStatus.WARN
@@ -384,6 +433,9 @@ class SegmentNode(Node):
         """Segment; on GPU out-of-memory retry with halved ensembles instead of dying."""
         import torch
 
+        if not objects:
+            return SegmentationResult([], tuple(image.shape[:2]), stage if config.refine_enabled else "coarse")
+
         while True:
             try:
                 return self.segmenter.segment(image, objects, config=config, stage=stage)
@@ -397,34 +449,55 @@ class SegmentNode(Node):
                                           f"{config.coarse.ensemble}/{config.refine.ensemble}")
 
     def _to_msg(self, header, result, shape) -> InstanceArray:
-        out = InstanceArray()
-        out.header = header
-        out.stage = result.stage
-        t = result.timings_ms
-        out.latency_features_ms = float(t.get("features", 0.0))
-        out.latency_coarse_ms = float(t.get("coarse_total", 0.0))
-        out.latency_refine_ms = float(t.get("refine_total", 0.0))
-        out.latency_total_ms = float(t.get("total", 0.0))
-        for inst in result.instances:
-            m = Instance()
-            m.header = header
-            m.object_id = inst.object_id
-            m.instance_id = inst.instance_id
-            m.score = float(inst.score)
-            x0, y0, x1, y1 = inst.bbox
-            m.bbox = RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0)
-            fill_image(m.mask, inst.mask.astype(np.uint8) * 255, "mono8")
-            m.mask.header = header
-            m.mask_agreement = float(inst.agreement)
-            out.instances.append(m)
-        return out
+        return messages.instance_array(MSG_TYPES, header, result)
+
+class SegmentNode(SegmentCore, Node):
+    """The plain node: configured and active from construction on."""
+
+    def __init__(self, node_name: str = "ocdit", **kwargs):
+        try:
+            super().__init__(node_name, **kwargs)
+        except ParameterException as exc:  # rclpy's own parameters, e.g. use_sim_time:=maybe
+            raise builtin_error(exc) from None
+        try:
+            self._setup_parameters()
+            self._configure()
+            self._activate()
+        except BaseException:
+            self.destroy_node()  # the context must not hold a half-built node
+            raise
 
     def destroy_node(self):
-        self._running = False
-        self.frames.close()
-        if getattr(self, "_worker", None) is not None:
-            self._worker.join(timeout=10)
+        if getattr(self, "_running", False) or getattr(self, "_worker", None) is not None:
+            self._deactivate()
         return super().destroy_node()
+
+
+def default_templates_dir() -> Path:
+    """Where ~/add_object renders meshes when templates_dir is unset: $OCDIT_CACHE/templates (~/.cache/ocdit)."""
+    from ..data.objects import default_library_dir
+
+    return default_library_dir().parent / "templates"
+
+
+def load_objects(folder: str) -> dict:
+    """The template archives of `folder` by object id; an unset or empty folder gives none."""
+    from ..templates import ArchiveError, load_template_dir
+
+    if not folder:
+        return {}
+    path = Path(folder).expanduser()
+    if not path.exists():
+        raise SetupError("templates_dir", f"{path} does not exist",
+                         "render templates with 'ocdit templates render MESH --out DIR', or leave templates_dir "
+                         "unset and add objects with the ~/add_object service")
+    if not path.is_dir():
+        raise SetupError("templates_dir", f"{path} is not a folder", "give the folder that holds the *.npz + *.json archives")
+    try:
+        return {o.id: o for o in load_template_dir(path)}
+    except (ArchiveError, OSError, ValueError) as exc:
+        raise SetupError("templates_dir", f"cannot read the templates in {path}: {exc}",
+                         "re-render them with 'ocdit templates render'") from None
 
 
 def topic_token(object_id: str) -> str:
@@ -445,14 +518,55 @@ def device_memory(device: str) -> dict[str, float]:
     return out
 
 
-def main(args=None) -> int:
-    rclpy.init(args=args)
+def start(node_class, args=None):
+    """rclpy.init + the node, or (None, exit status 2) after one FATAL line naming what to fix."""
+    import sys
+
+    problem = check_params_files(sys.argv if args is None else args)
+    if problem:
+        print(f"[FATAL] [ocdit]: cannot start: {problem}", file=sys.stderr)
+        return None, 2
     try:
-        node = SegmentNode()
-    except (ValueError, FileNotFoundError) as exc:
-        rclpy.logging.get_logger("ocdit").fatal(f"cannot start: {exc}")
+        rclpy.init(args=args)
+    except Exception as exc:  # noqa: BLE001 - rclpy raises RCLError for bad --ros-args / --params-file
+        detail = " ".join(str(exc).split())
+        print(f"[FATAL] [ocdit]: cannot start: the ROS arguments are invalid ({detail}); check --params-file "
+              "(a YAML file with <node name or /**>: ros__parameters: {...}) and -p name:=value", file=sys.stderr)
+        return None, 2
+    try:
+        return node_class(), 0
+    except SetupError as exc:
+        message = exc.render(f"parameter '{exc.setting}'")
+    except KeyboardInterrupt:
         rclpy.try_shutdown()
-        return 2
+        return None, 130
+    rclpy.logging.get_logger("ocdit").fatal(f"cannot start: {message}")
+    rclpy.try_shutdown()
+    return None, 2
+
+
+def check_params_files(argv) -> str | None:
+    """Why a --params-file cannot be used, or None. rcl accepts some broken files silently (a
+    plain string) and reports others in two lines of parser internals; this says it in one."""
+    import yaml
+
+    for flag, value in zip(argv, argv[1:]):
+        if flag != "--params-file":
+            continue
+        path = Path(value).expanduser()
+        fix = "give a YAML file like config/ocdit.yaml: <node name or /**>: ros__parameters: {name: value}"
+        if not path.is_file():
+            return f"--params-file {value} does not exist; {fix}"
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            return f"--params-file {value} is not valid YAML ({' '.join(str(exc).split())}); {fix}"
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            return f"--params-file {value} is not a mapping of node names to ros__parameters; {fix}"
+    return None
+
+
+def spin(node) -> None:
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
@@ -462,4 +576,10 @@ def main(args=None) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+
+
+def main(args=None) -> int:
+    node, status = start(SegmentNode, args)
+    if node is not None:
+        spin(node)
+    return status

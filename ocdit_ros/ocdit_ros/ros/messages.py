@@ -1,0 +1,70 @@
+"""The one way to turn a SegmentationResult into messages, for rclpy (the node) and for rosbags
+(`ocdit bag`, no ROS needed). Both flavours take the same keyword constructors; only the message
+classes and the form of a uint8[] field differ, so `MessageTypes` carries those and the builders
+below are shared. Nothing here imports rclpy at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..pipeline.export import label_image
+
+
+@dataclass(frozen=True)
+class MessageTypes:
+    Image: type
+    RegionOfInterest: type
+    Instance: type
+    InstanceArray: type
+    uint8_field: Callable[[np.ndarray], Any]  # a contiguous array's bytes as this flavour's uint8[] value
+
+
+def rclpy_types() -> MessageTypes:
+    from sensor_msgs.msg import Image, RegionOfInterest
+
+    from ocdit_msgs.msg import Instance, InstanceArray
+
+    return MessageTypes(Image, RegionOfInterest, Instance, InstanceArray, lambda a: a.tobytes())
+
+
+def rosbags_types(store) -> MessageTypes:
+    """From a rosbags typestore with ocdit_msgs registered (`ocdit_ros.bag.typestore()`)."""
+    T = store.types
+    return MessageTypes(T["sensor_msgs/msg/Image"], T["sensor_msgs/msg/RegionOfInterest"], T["ocdit_msgs/msg/Instance"],
+                        T["ocdit_msgs/msg/InstanceArray"], lambda a: a.reshape(-1).view(np.uint8))
+
+
+def image(types: MessageTypes, header, array: np.ndarray, encoding: str):
+    arr = np.ascontiguousarray(array)
+    return types.Image(header=header, height=int(arr.shape[0]), width=int(arr.shape[1]), encoding=encoding,
+                       is_bigendian=0, step=int(arr.strides[0]), data=types.uint8_field(arr))
+
+
+def instance_array(types: MessageTypes, header, result):
+    """ocdit_msgs/InstanceArray: the input header on the array and on every instance and mask."""
+    instances = []
+    for inst in result.instances:
+        x0, y0, x1, y1 = inst.bbox
+        roi = types.RegionOfInterest(x_offset=int(x0), y_offset=int(y0), height=int(y1 - y0), width=int(x1 - x0),
+                                     do_rectify=False)
+        instances.append(types.Instance(
+            header=header, object_id=inst.object_id, instance_id=int(inst.instance_id), score=float(inst.score),
+            bbox=roi, mask=image(types, header, inst.mask.astype(np.uint8) * 255, "mono8"),
+            mask_agreement=float(inst.agreement)))
+    t = result.timings_ms
+    return types.InstanceArray(
+        header=header, stage=result.stage, instances=instances, latency_features_ms=float(t.get("features", 0.0)),
+        latency_coarse_ms=float(t.get("coarse_total", 0.0)), latency_refine_ms=float(t.get("refine_total", 0.0)),
+        latency_total_ms=float(t.get("total", 0.0)))
+
+
+def label_image_msg(types: MessageTypes, header, result, encoding: str = "mono16"):
+    """Instance ids per pixel: mono16/16UC1 with 0 = background, or 16SC1 with -1 = background."""
+    labels = label_image(result.instances, tuple(result.image_size))
+    if encoding == "16SC1":
+        labels = np.where(labels == 0, -1, labels.astype(np.int32)).astype(np.int16)
+    return image(types, header, labels, encoding)

@@ -126,11 +126,12 @@ def scene_ap(dataset: Path, instances: list[tuple[str, float, np.ndarray]], spli
     """COCO segmentation AP of (object id, score, mask) on the demo's one-image BOP split."""
     from .data.bop import open_split
     from .evaluation.coco import evaluate
-    from .pipeline.export import rle_encode
+    from .pipeline.export import bop_category_ids, rle_encode
 
     split = open_split(dataset, split_name, targets=None)
     im = split.images[0]
-    records = [{"scene_id": im.scene_id, "image_id": im.image_id, "category_id": int(oid.rsplit("_", 1)[-1]),
+    category = bop_category_ids(oid for oid, _, _ in instances)
+    records = [{"scene_id": im.scene_id, "image_id": im.image_id, "category_id": category[oid],
                 "score": float(score), "segmentation": rle_encode(mask)} for oid, score, mask in instances]
     return evaluate(split, records)
 

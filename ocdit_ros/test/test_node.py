@@ -140,11 +140,15 @@ def test_detections_and_diagnostics(harness):
         assert d.id == str(inst.instance_id) and d.results[0].hypothesis.class_id == inst.object_id
         assert d.results[0].hypothesis.score == pytest.approx(inst.score, rel=1e-6)
         assert d.bbox.size_x == inst.bbox.width and d.bbox.center.position.x == inst.bbox.x_offset + inst.bbox.width / 2
-    wait_for(lambda: any(s.name.startswith("ocdit:") for a in harness.diagnostics for s in a.status),
-             "/diagnostics")
-    status = next(s for a in reversed(harness.diagnostics) for s in a.status if s.name.startswith("ocdit:"))
-    values = {kv.key: kv.value for kv in status.values}
-    assert int(values["frames_processed"]) >= 1 and "frames_dropped" in values and "latency_total_ms" in values
+    # The 1 Hz status may have gone out while the first frame was still being processed: wait for
+    # one sent after it (the node keeps publishing), not just the latest one received so far.
+    def statuses():
+        return [{kv.key: kv.value for kv in s.values} for a in harness.diagnostics for s in a.status
+                if s.name.startswith("ocdit:")]
+
+    wait_for(lambda: any(int(v["frames_processed"]) >= 1 for v in statuses()), "/diagnostics after a frame")
+    values = next(v for v in reversed(statuses()) if int(v["frames_processed"]) >= 1)
+    assert "frames_dropped" in values and "latency_total_ms" in values
     assert float(values["process_max_rss_mb"]) > 0
 
 
@@ -307,13 +311,13 @@ def test_burst_drops_stale_frames(templates_dir):
         assert len(stamps) < 30 and h.node.frames.dropped > 0  # stale frames were skipped, not queued
         assert stamps == sorted(stamps) and stamps[-1] == 200  # in order
         # Results refer to recent frames: once a result is out, the worker takes the newest waiting
-        # frame, so the next answered frame is at most a few frames (transport slack) older than the
-        # newest one published when the previous result arrived. Keeping the oldest waiting frame
-        # instead answers 101 after 100 while ~130 was already out.
+        # frame, so the next answered frame is at most a few frames (transport delay, ~170 ms here)
+        # older than the newest one published when the previous result arrived. Keeping the oldest
+        # waiting frame instead answers 101 after 100 while 129 was already out.
         burst = [(t, s) for t, s in arrived if s < 200]
         for (t_prev, _), (_, s_next) in zip(burst, burst[1:]):
             newest = max(s for t, s in sent if t <= t_prev)
-            assert s_next >= newest - 3, f"answered {s_next} although {newest} was out: {burst}"
+            assert s_next >= newest - 5, f"answered {s_next} although {newest} was out: {burst}"
         # Every received frame was either processed or dropped; none is left queued.
         wait_for(lambda: h.node.processed + h.node.frames.dropped == h.node.frames.received, "the worker to settle")
     finally:

@@ -329,3 +329,72 @@ def test_cli_runs_the_pipeline_and_reports_coarse_and_refined(tmp_path, capsys):
     assert report["num_predictions"] == len(results)
     assert (tmp_path / "templates_cache" / "obj_000001.npz").is_file()
     assert "coarse" in capsys.readouterr().out
+
+
+def test_a_faint_instance_of_an_object_with_targets_is_ignored_not_dropped(split):
+    """The crowd rule where it matters: the faint instance (scene 0, image 1) relabelled as object 1,
+    which has 3 targets. Found as object 1 it is neither a hit nor a false positive; had faint
+    instances been dropped from the ground truth, that confident detection would be a false positive
+    and object 1's AP would be 0.75 (precision 3/4 at every recall)."""
+    from dataclasses import replace
+
+    images = [replace(im, instances=tuple(replace(i, obj_id=1) if i.visib_fract < 0.1 else i
+                                          for i in im.instances)) for im in split.images]
+    faint = {**[r for r in records(include_faint=True) if r["category_id"] == 3][0], "category_id": 1,
+             "score": 0.99}
+    s = evaluate(images, records(score=0.5))
+    assert (s.ap, s.num_gt, s.num_ignored_gt, s.per_object) == (1.0, 6, 1, {1: 1.0, 2: 1.0})  # not found: no miss
+    s = evaluate(images, records(score=0.5) + [faint])
+    assert s.per_object[1] == 1.0 and s.ap == 1.0  # found: no false positive either
+    s = evaluate(images, records(score=0.5) + [faint], visib_threshold=0.0)
+    assert s.num_gt == 7 and s.per_object[1] == 1.0  # as a target it is a hit
+    s = evaluate(images, records(score=0.5), visib_threshold=0.0)
+    assert s.per_object[1] == pytest.approx(76 / 101)  # missing it: precision 1 up to recall 3/4 only
+
+
+def test_cli_queries_present_asks_each_image_only_for_its_ground_truth_objects(tmp_path, capsys):
+    pytest.importorskip("pybullet")
+    import torch
+
+    from ocdit_ros.model import OCDiT, save_weights, tiny
+
+    # Two images: object 1 only in image 0, object 2 only in image 1; models for 1 and 2 (and 3).
+    scene = tmp_path / "test" / "000000"
+    for sub in ("rgb", "mask_visib", "mask"):
+        (scene / sub).mkdir(parents=True)
+    gt, info, cam = {}, {}, {}
+    for im, oid in ((0, 1), (1, 2)):
+        Image.fromarray(np.full((H, W, 3), 90 + 40 * im, np.uint8)).save(scene / "rgb" / f"{im:06d}.png")
+        mask = np.zeros((H, W), np.uint8)
+        mask[10:40, 20:60] = 255
+        Image.fromarray(mask).save(scene / "mask_visib" / f"{im:06d}_000000.png")
+        gt[str(im)] = [{"obj_id": oid, "cam_R_m2c": np.eye(3).ravel().tolist(), "cam_t_m2c": [0, 0, 500]}]
+        info[str(im)] = [{"visib_fract": 1.0, "bbox_visib": [20, 10, 40, 30]}]
+        cam[str(im)] = {"cam_K": [90, 0, 40, 0, 90, 32, 0, 0, 1], "depth_scale": 1.0}
+    for name, content in (("scene_gt", gt), ("scene_gt_info", info), ("scene_camera", cam)):
+        (scene / f"{name}.json").write_text(json.dumps(content))
+    _write_models(tmp_path, {1: (60, 40, 30), 2: (50, 50, 20), 3: (30, 30, 30)})
+    torch.manual_seed(0)
+    save_weights(OCDiT.from_config(tiny()), tmp_path / "w.safetensors")
+    cfg = tmp_path / "pipe.yaml"
+    # mask_threshold 0.01: every queried object yields a prediction, so the records show what was asked.
+    cfg.write_text("proposal_threshold: 0.0\nscore_threshold: 0.0\nmin_support: 0.0\nmask_threshold: 0.01\n"
+                   "refine_enabled: false\n")
+
+    def asked(queries):
+        out = tmp_path / queries / "report.json"
+        code = main(["eval", "--dataset", str(tmp_path), "--weights", str(tmp_path / "w.safetensors"),
+                     "--config", str(cfg), "--out", str(out), "--ensemble", "1", "--steps", "1",
+                     "--queries", queries, "--templates", str(tmp_path / queries / "templates")])
+        assert code == 0, capsys.readouterr().err
+        assert json.loads(out.read_text())["pipeline_config"]["queries"] == queries
+        results = json.loads((out.parent / "report_results.json").read_text())
+        rendered = sorted(p.name for p in (tmp_path / queries / "templates").glob("obj_*.npz"))
+        return {im: {r["category_id"] for r in results if r["image_id"] == im} for im in (0, 1)}, rendered
+
+    per_image, rendered = asked("present")
+    assert per_image == {0: {1}, 1: {2}}
+    assert rendered == ["obj_000001.npz", "obj_000002.npz"]  # no templates for object 3
+    per_image, rendered = asked("all")
+    assert per_image == {0: {1, 2, 3}, 1: {1, 2, 3}}
+    assert rendered == ["obj_000001.npz", "obj_000002.npz", "obj_000003.npz"]

@@ -68,3 +68,30 @@ def test_malformed_messages_say_why(change, why):
         setattr(m, k, v)
     with pytest.raises(ImageError, match=why):
         image_to_rgb(m)
+
+
+# 16-bit words whose two bytes differ, so reading them in the wrong byte order changes the image:
+# 0x1234 = 4660 -> round(4660 / 257) = 18, but read byte-swapped 0x3412 = 13330 -> 52.
+WORDS = np.array([[0x1234, 0xFF00, 0x00FF], [0x0100, 0xABCD, 0x8001]], np.uint16)
+WORDS_8BIT = np.array([[18, 254, 1], [1, 171, 128]], np.uint8)  # round(w / 257), by hand
+
+
+def test_16_bit_byte_order_matters_and_is_honoured():
+    assert np.array_equal((WORDS / 257.0).round().astype(np.uint8), WORDS_8BIT)  # the table above
+    for big in (False, True):
+        out = image_to_rgb(msg(WORDS, "mono16", big_endian=big))
+        assert np.array_equal(out[..., 0], WORDS_8BIT), f"is_bigendian={big}"
+    swapped = msg(WORDS, "mono16", big_endian=True)
+    swapped.is_bigendian = 0  # the same bytes declared little-endian are a different image
+    assert image_to_rgb(swapped)[0, 0, 0] == 52
+
+
+@pytest.mark.parametrize("encoding", ["rgb16", "bgr16"])
+@pytest.mark.parametrize("big", [False, True])
+def test_rgb16_and_bgr16_channel_and_byte_order(encoding, big):
+    r, g, b = WORDS, WORDS[::-1], WORDS[:, ::-1]  # three different channels
+    planes = [r, g, b] if encoding == "rgb16" else [b, g, r]
+    out = image_to_rgb(msg(np.dstack(planes), encoding, big_endian=big))
+    expected = np.dstack([WORDS_8BIT, WORDS_8BIT[::-1], WORDS_8BIT[:, ::-1]])
+    assert out.dtype == np.uint8 and np.array_equal(out, expected)
+    assert np.array_equal(image_to_rgb(msg(np.dstack(planes), encoding, big_endian=big, pad=4)), expected)

@@ -4,6 +4,8 @@
 ConvVAE and Diffuser (random weights), their inputs and outputs, produced by a scratch
 harness around DLR-RM/oc-dit @ c696480 and facebookresearch/dinov2 @ b8931f7 (docs/model.md).
 Loading them with strict=True proves the state_dict layout; the outputs prove the numerics.
+`io.ocdit_*` are the outputs of an official `OCDiT` assembled from those three parts (its
+normalisation, feature extraction and ensemble-averaged `generate_segmentations`).
 """
 
 from pathlib import Path
@@ -102,3 +104,42 @@ def test_training_loss_matches_official_including_random_draws(ref, diffuser):
         diffuser.eval()
     for key in ("loss", "weight", "loss_masks"):
         assert_rel(out[key].detach(), ref[f"io.dif_loss_{key}"])
+
+
+@pytest.fixture(scope="module")
+def ocdit(ref):
+    """Our OCDiT holding the same three parts as the recorded official OCDiT (`io.ocdit_*`): the
+    official class with the small ViT, VAE and diffuser above, mean = std = 0.5 normalisation and
+    its default sampler (9 Heun steps, rho 9)."""
+    from ocdit_ros.model import OCDiT
+    from ocdit_ros.model.config import OCDiTConfig, SamplerConfig
+
+    cfg = OCDiTConfig(image_size=(112, 112), template_size=(42, 42),
+                      backbone=BackboneConfig(embed_dim=48, depth=2, num_heads=2, pos_embed_size=112),
+                      vae=VAEConfig(z_channels=4, down_channels=(8, 8, 16, 16, 16), up_channels=(16, 16, 16, 8, 8),
+                                    num_blocks=1, num_groups=4),  # official scale 0.5 (final_std default)
+                      diffuser=DiffuserConfig(hidden_size=32, depth=2, num_heads=4),
+                      sampler=SamplerConfig(num_steps=9, rho=9.0))
+    model = OCDiT.from_config(cfg)
+    model.feature_extractor.model.load_state_dict(part(ref, "vit."), strict=True)
+    model.vae.net.load_state_dict(part(ref, "vae."), strict=True)
+    model.diffuser.load_state_dict(part(ref, "dif."), strict=True)
+    assert model.sampling_parameters == {"num_steps": 9, "sigma_min": 0.002, "sigma_max": 80, "rho": 9}
+    return model.eval()
+
+
+def ocdit_inputs(ref):
+    return ref["io.ocdit_images_u8"].float() / 255, ref["io.ocdit_templates_u8"].float() / 255  # 1 image, 8 objects
+
+
+def test_ocdit_normalises_and_extracts_features_like_official(ref, ocdit):
+    with torch.no_grad():
+        imf, tf = ocdit.extract_features(*ocdit_inputs(ref))
+    assert_rel(imf, ref["io.ocdit_image_features"])
+    assert_rel(tf, ref["io.ocdit_template_features"])
+
+
+def test_ocdit_generate_segmentations_is_the_official_ensemble_mean(ref, ocdit):
+    torch.manual_seed(31)
+    seg = ocdit.generate_segmentations(*ocdit_inputs(ref), ensemble_size=2)
+    assert_rel(seg, ref["io.ocdit_seg"])

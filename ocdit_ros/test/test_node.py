@@ -140,11 +140,15 @@ def test_detections_and_diagnostics(harness):
         assert d.id == str(inst.instance_id) and d.results[0].hypothesis.class_id == inst.object_id
         assert d.results[0].hypothesis.score == pytest.approx(inst.score, rel=1e-6)
         assert d.bbox.size_x == inst.bbox.width and d.bbox.center.position.x == inst.bbox.x_offset + inst.bbox.width / 2
-    wait_for(lambda: any(s.name.startswith("ocdit:") for a in harness.diagnostics for s in a.status),
-             "/diagnostics")
-    status = next(s for a in reversed(harness.diagnostics) for s in a.status if s.name.startswith("ocdit:"))
-    values = {kv.key: kv.value for kv in status.values}
-    assert int(values["frames_processed"]) >= 1 and "frames_dropped" in values and "latency_total_ms" in values
+    # The 1 Hz status may have gone out while the first frame was still being processed: wait for
+    # one sent after it (the node keeps publishing), not just the latest one received so far.
+    def statuses():
+        return [{kv.key: kv.value for kv in s.values} for a in harness.diagnostics for s in a.status
+                if s.name.startswith("ocdit:")]
+
+    wait_for(lambda: any(int(v["frames_processed"]) >= 1 for v in statuses()), "/diagnostics after a frame")
+    values = next(v for v in reversed(statuses()) if int(v["frames_processed"]) >= 1)
+    assert "frames_dropped" in values and "latency_total_ms" in values
     assert float(values["process_max_rss_mb"]) > 0
 
 
@@ -225,26 +229,77 @@ def test_parameters_change_the_next_frame_and_bad_values_are_rejected(harness):
 @pytest.mark.parametrize("mutate,why", [
     (lambda m: setattr(m, "encoding", "yuv422_weird"), "unsupported encoding"),
     (lambda m: setattr(m, "data", bytes(m.data)[:-7]), "expected height x step"),
-    (lambda m: setattr(m, "step", 3), "step"),
+    (lambda m: setattr(m, "step", 3), "step 3 is smaller"),
     (lambda m: (setattr(m, "height", 0), setattr(m, "data", b"")), "empty image"),
     (lambda m: setattr(m, "width", 100000), "limit"),
 ])
 def test_malformed_images_are_dropped_and_the_node_keeps_working(harness, mutate, why):
-    bad = harness.image(20)
-    mutate(bad)
-    n = len(harness.results)
-    harness.camera.publish(bad)
-    time.sleep(0.3)
-    assert len(harness.results) == n  # nothing published for the bad frame
-    out = harness.send_and_wait(harness.image(21))
-    assert out.header.stamp.sec == 21
+    from rcl_interfaces.msg import Log
+
+    logs = []
+    sub = harness.peer.create_subscription(Log, "/rosout", logs.append, 100)
+    wait_for(lambda: sub.get_publisher_count() > 0, "/rosout")
+    try:
+        bad = harness.image(20)
+        mutate(bad)
+        n = len(harness.results)
+        # The node logs why it dropped the frame; wait for that (the frame has been handled), resending
+        # in case best-effort transport lost it. Then a good frame must be answered, and nothing for
+        # the bad frame may have been published before or after it.
+        deadline = time.monotonic() + TIMEOUT
+        dropped = []
+        while not dropped:
+            assert time.monotonic() < deadline, f"no log saying the frame was dropped for {why!r}"
+            harness.camera.publish(bad)
+            time.sleep(0.5)
+            dropped = [g for g in logs if g.name == "ocdit" and "malformed" in g.msg]
+        assert why in dropped[0].msg and dropped[0].level == Log.WARN
+        out = harness.send_and_wait(harness.image(21))
+        assert out.header.stamp.sec == 21
+        assert all(r.header.stamp.sec != 20 for r in harness.results[n:])  # nothing for the bad frame
+    finally:
+        harness.peer.destroy_subscription(sub)
+
+
+def test_latest_frame_slot_keeps_the_newest_and_counts_the_dropped():
+    from ocdit_ros.ros.node import LatestFrame
+
+    slot = LatestFrame()
+    t0 = time.monotonic()
+    assert slot.take(timeout=0.05) is None and time.monotonic() - t0 >= 0.04  # empty: waits, then None
+    for k in range(3):
+        slot.put(k)
+    assert slot.take() == 2  # the newest of the waiting frames
+    assert (slot.received, slot.dropped) == (3, 2)
+    assert slot.take(timeout=0.01) is None  # taking empties the slot
+    slot.put("a")
+    assert slot.take() == "a" and slot.dropped == 2  # a frame taken in time is not dropped
+
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(slot.take(timeout=10)))
+    waiter.start()
+    time.sleep(0.1)
+    slot.put("late")  # wakes a waiting take at once
+    waiter.join(timeout=5)
+    assert got == ["late"]
+    waiter = threading.Thread(target=lambda: got.append(slot.take(timeout=10)))
+    t0 = time.monotonic()
+    waiter.start()
+    slot.close()  # closing wakes it too
+    waiter.join(timeout=5)
+    assert got == ["late", None] and time.monotonic() - t0 < 5
 
 
 def test_burst_drops_stale_frames(templates_dir):
     h = Harness(templates_dir, namespace="/burst", **{"coarse.ensemble": 4, "coarse.num_steps": 20})
+    arrived = []  # (time, stamp) of each result as the peer receives it
+    h.peer.create_subscription(InstanceArray, "/burst/ocdit/instances",
+                               lambda m: arrived.append((time.monotonic(), m.header.stamp.sec)), 50)
     try:
+        sent = []
         for k in range(30):  # ~30 Hz into a pipeline far slower than that
             h.camera.publish(h.image(100 + k, seed=k))
+            sent.append((time.monotonic(), 100 + k))
             time.sleep(1 / 30)
         # Best-effort transport may lose a frame itself: repeat the final one until it is answered.
         deadline = time.monotonic() + TIMEOUT
@@ -254,7 +309,15 @@ def test_burst_drops_stale_frames(templates_dir):
             time.sleep(0.5)
         stamps = [r.header.stamp.sec for r in h.results]
         assert len(stamps) < 30 and h.node.frames.dropped > 0  # stale frames were skipped, not queued
-        assert stamps == sorted(stamps) and stamps[-1] == 200  # results refer to recent frames, in order
+        assert stamps == sorted(stamps) and stamps[-1] == 200  # in order
+        # Results refer to recent frames: once a result is out, the worker takes the newest waiting
+        # frame, so the next answered frame is at most a few frames (transport delay, ~170 ms here)
+        # older than the newest one published when the previous result arrived. Keeping the oldest
+        # waiting frame instead answers 101 after 100 while 129 was already out.
+        burst = [(t, s) for t, s in arrived if s < 200]
+        for (t_prev, _), (_, s_next) in zip(burst, burst[1:]):
+            newest = max(s for t, s in sent if t <= t_prev)
+            assert s_next >= newest - 5, f"answered {s_next} although {newest} was out: {burst}"
         # Every received frame was either processed or dropped; none is left queued.
         wait_for(lambda: h.node.processed + h.node.frames.dropped == h.node.frames.received, "the worker to settle")
     finally:
@@ -453,5 +516,36 @@ def test_node_without_weights_loads_the_shipped_default_model(templates_dir):
         assert _state_dicts_equal(h.node.segmenter.coarse.model, coarse_file)
         assert refine_file is not None and _state_dicts_equal(h.node.segmenter.refine.model, refine_file)
         assert h.send_and_wait(h.image(61)).header.stamp.sec == 61
+    finally:
+        h.close()
+
+
+def test_debug_image_is_the_overlay_of_the_published_instances_and_rate_limited(templates_dir):
+    from types import SimpleNamespace
+
+    from ocdit_ros.pipeline.export import overlay
+
+    # mask_threshold 0.01: the random-weight model's soft masks become instances, so the overlay tints.
+    h = Harness(templates_dir, namespace="/debug", publish_debug_image=True, debug_rate_hz=0.1, mask_threshold=0.01)
+    debug = []
+    h.peer.create_subscription(Image, "/debug/ocdit/debug_image", debug.append, 10)
+    try:
+        frame = h.image(40, seed=8)
+        out = h.send_and_wait(frame)
+        wait_for(lambda: debug, "a debug image")
+        dbg = debug[0]
+        assert (dbg.header.stamp.sec, dbg.header.frame_id, dbg.encoding) == (40, "camera_optical", "rgb8")
+        got = np.frombuffer(bytes(dbg.data), np.uint8).reshape(dbg.height, dbg.width, 3)
+        image = np.frombuffer(bytes(frame.data), np.uint8).reshape(60, 80, 3)
+        instances = [SimpleNamespace(mask=np.frombuffer(bytes(i.mask.data), np.uint8).reshape(60, 80) > 0,
+                                     bbox=(i.bbox.x_offset, i.bbox.y_offset, i.bbox.x_offset + i.bbox.width,
+                                           i.bbox.y_offset + i.bbox.height)) for i in out.instances]
+        assert instances, "no instances to draw: the test would not check the tinting"
+        assert np.array_equal(got, overlay(image, instances))  # exactly the published instances, drawn
+        assert not np.array_equal(got, image)
+        # 0.1 Hz: the next frame, a second later, gets its results but no debug image.
+        assert h.send_and_wait(h.image(41, seed=9)).header.stamp.sec == 41
+        time.sleep(1.0)
+        assert [d.header.stamp.sec for d in debug] == [40]
     finally:
         h.close()

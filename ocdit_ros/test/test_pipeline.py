@@ -147,6 +147,37 @@ def test_refine_rejects_false_positives_and_relabels():
     assert iou(result.instances[0].mask, gt["red"]) > 0.9
 
 
+class SloppyOracle(ColourOracle):
+    """A coarse model that finds the object but draws it shifted and swollen, by a different
+    amount in each ensemble member (so the members disagree on a rim: non-zero variance)."""
+
+    def sample(self, feats, tf, ensemble, stage, gen):
+        out = super().sample(feats, tf, ensemble, stage, gen)
+        for e in range(ensemble):
+            grow = 2 + 2 * e
+            shifted = torch.roll(out[:, e], shifts=(6, 6), dims=(-2, -1))
+            out[:, e] = F.max_pool2d(shifted, 2 * grow + 1, stride=1, padding=grow)
+        return out
+
+
+def test_refinement_replaces_a_sloppy_coarse_mask_and_its_variance():
+    img, gt = scene()
+    cfg = PipelineConfig(coarse=StageConfig(ensemble=2), refine=StageConfig(ensemble=2, augmentations=2),
+                         work_size=500, **LOOSE)
+    seg = Segmenter(SloppyOracle(), ColourOracle(grid=(8, 8)), cfg)
+    result = seg.segment(img, [obj("red", RED), obj("blue", BLUE)], keep_coarse=True)
+    coarse = {i.object_id: i for i in result.coarse_instances}
+    refined = {i.object_id: i for i in result.instances}
+    assert set(coarse) == set(refined) == {"red", "blue"}
+    for name in gt:
+        before, after = iou(coarse[name].mask, gt[name]), iou(refined[name].mask, gt[name])
+        assert before < 0.8 and after > 0.9 and after > before + 0.15, (name, before, after)
+        # The coarse members disagree on a wide rim; the refine members only on resampled edge pixels.
+        spread_before, spread_after = coarse[name].uncertainty.sum(), refined[name].uncertainty.sum()
+        assert spread_after < 0.2 * spread_before, (name, spread_before, spread_after)
+        assert coarse[name].agreement < 0.95 < refined[name].agreement
+
+
 def test_support_threshold_filters_unstable_instances():
     img, _ = scene()
     flaky = ColourOracle(keep_prob=0.25)

@@ -172,6 +172,61 @@ def test_export_writes_ema_weights_that_load_and_segment(data, tmp_path):
     assert not any(p.requires_grad for p in coarse.model.vae.parameters())
 
 
+def test_export_holds_the_ema_weights_not_the_live_ones(data, tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    trainer = Trainer(_cfg("coarse", data, tmp_path, steps=3, ema_decay=0.5), quiet=True)
+    trainer.fit()
+    live = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    exported = load_file(str(trainer.export()))
+    shadow = trainer.ema.shadow
+    assert shadow and set(shadow) <= set(exported)
+    differs = [k for k in shadow if not torch.equal(shadow[k], live[k])]
+    assert differs  # after 3 steps the average and the live weights are apart, so the check can fail
+    for k in shadow:
+        assert torch.equal(exported[k], shadow[k].cpu()), k
+    frozen = [k for k in live if k not in shadow and k in exported]
+    assert frozen and all(torch.equal(exported[k], live[k]) for k in frozen)  # frozen parts as they are
+    assert all(torch.equal(v, live[k]) for k, v in trainer.model.state_dict().items())  # training untouched
+
+
+@pytest.mark.parametrize("law", ["uniform", "normal"])
+def test_training_loss_equals_the_fixture_checked_diffuser_loss(law):
+    """DiffusionLoss (what `ocdit train` optimises) == OCDiT.forward_loss, whose Diffuser.forward_loss
+    the official fixture checks, for the same posterior, sigma and noise draws."""
+    from ocdit_ros.model import OCDiT
+    from ocdit_ros.training.losses import DiffusionLoss
+
+    cfg = tiny()
+    cfg.diffuser = dataclasses.replace(cfg.diffuser, sigma_distribution=law)
+    torch.manual_seed(3)
+    model = OCDiT.from_config(cfg).eval()
+    with torch.no_grad():  # non-trivial weights everywhere (some start at zero)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    b, n = 2, 3
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(b, 3, 112, 112, generator=g)
+    templates = torch.rand(b, n, 2, 3, 42, 42, generator=g)
+    masks = (torch.rand(b, n, 128, 128, generator=g) > 0.5).float()
+
+    torch.manual_seed(21)
+    ref = model.forward_loss(images, templates, masks)
+    # The same draws, in the order forward_loss makes them: posterior eps, sigma, noise.
+    torch.manual_seed(21)
+    eps = torch.randn(b * n, 4, 8, 8).reshape(b, n, 4, 8, 8)
+    if law == "uniform":
+        u = 1 - torch.rand(b)  # forward_loss maps u -> 80 ... 0.002, sigma_from_uniform u -> 0.002 ... 80
+    else:
+        u = torch.special.ndtr(torch.randn(b))
+    noise = torch.randn(b, n, 4, 8, 8)
+    with torch.no_grad():
+        out = DiffusionLoss(model)(images, templates, masks, eps, noise, u)
+    assert out["loss"].item() == pytest.approx(ref["loss"].mean().item(), rel=1e-5)
+    assert out["mse"].item() == pytest.approx(ref["loss_masks"].mean().item(), rel=1e-5)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -217,6 +272,46 @@ def test_ddp_on_gloo_matches_single_process_gradient(data, tmp_path):
     for k in grads:
         diff = (ddp[k] - grads[k]).abs().max().item()
         assert diff <= 1e-4 * grads[k].abs().max().item() + 1e-7, (k, diff, grads[k].abs().max().item())
+
+
+def test_cli_train_resumes_from_the_newest_checkpoint_and_restart_starts_over(data, tmp_path, capsys):
+    import yaml
+    from safetensors.torch import load_file
+
+    from ocdit_ros.cli import main
+
+    # Constant learning rate: the schedule does not depend on --steps, so 4 + 2 steps == 6 steps.
+    cfg = _cfg("coarse", data, tmp_path, steps=6, warmup_steps=0, min_lr_ratio=1.0, checkpoint_every=2)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+
+    def train(out, steps, *extra):
+        code = main(["train", "coarse", "--config", str(config), "--out", str(out), "--steps", str(steps),
+                     "--device", "cpu", *extra])
+        return code, capsys.readouterr().err
+
+    def logged_steps(out):
+        return [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train(whole, 6)[0] == 0
+    code, err = train(parts, 4)
+    assert code == 0 and "resuming" not in err
+    assert sorted(p.name for p in parts.glob("checkpoint_*.pt")) == ["checkpoint_0000002.pt", "checkpoint_0000004.pt"]
+    code, err = train(parts, 6)  # a second run in the same --out continues from step 4, not 2 or 0
+    assert code == 0 and f"resuming from {parts / 'checkpoint_0000004.pt'} (step 4)" in err
+    assert logged_steps(parts) == [1, 2, 3, 4, 5, 6]
+    ref = load_file(str(whole / "model.safetensors"))
+    got = load_file(str(parts / "model.safetensors"))
+    assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in ref)  # == one uninterrupted run
+
+    code, err = train(parts, 6)  # nothing left to do: exports again without training
+    assert code == 0 and "(step 6)" in err and logged_steps(parts) == [1, 2, 3, 4, 5, 6]
+    code, err = train(parts, 6, "--restart")  # ignores the checkpoints: trains all 6 steps again
+    assert code == 0 and "resuming" not in err
+    assert logged_steps(parts) == [1, 2, 3, 4, 5, 6] * 2
+    again = load_file(str(parts / "model.safetensors"))
+    assert all(torch.equal(again[k], ref[k]) for k in ref)  # same seed from scratch: same weights
 
 
 def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):

@@ -3,6 +3,7 @@
 These run in the venv `make test` sets up (sys.prefix is that venv).
 """
 
+import ast
 import os
 import subprocess
 import sys
@@ -90,3 +91,30 @@ def test_ros_layout_files_exist():
                 "ocdit_msgs/CMakeLists.txt", "ocdit_msgs/msg/Instance.msg", "ocdit_msgs/msg/InstanceArray.msg"]:
         assert (ROOT / rel).exists(), rel
     assert (ROOT / "ocdit_ros" / "resource" / "ocdit_ros").stat().st_size == 0
+
+
+def share_files(prefix) -> set:
+    """Files under PREFIX/share/ocdit_ros as `ros2 launch ocdit_ros <file>` finds them: ros2launch
+    walks the share directory with os.walk, which does not descend into links to folders."""
+    share = Path(prefix) / "share" / "ocdit_ros"
+    return {(Path(d) / f).relative_to(share).as_posix() for d, _, files in os.walk(share) for f in files}
+
+
+def setup_data_files() -> set:
+    """What setup.py installs to share/ocdit_ros (relative paths), from setup.py itself."""
+    code = ("import runpy, setuptools; args = {}; setuptools.setup = lambda **kw: args.update(kw); "
+            "runpy.run_path('setup.py'); print(repr(args['data_files']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "ocdit_ros", capture_output=True, text=True,
+                         check=True).stdout
+    data = ast.literal_eval(out)
+    return {f"{dest[len('share/ocdit_ros'):].strip('/')}/{Path(f).name}".lstrip("/")
+            for dest, files in data if dest.startswith("share/ocdit_ros") for f in files}
+
+
+def test_venv_share_dir_is_walkable_like_colcon_install():
+    """`ros2 launch ocdit_ros segment.launch.py` resolves by package name in the layout `make` gives."""
+    found = share_files(sys.prefix)
+    assert {"launch/segment.launch.py", "config/ocdit.yaml", "package.xml"} <= found
+    assert found == setup_data_files()
+    for rel in found:  # each entry is the live source file (editable install)
+        assert (Path(sys.prefix) / "share" / "ocdit_ros" / rel).resolve() == (ROOT / "ocdit_ros" / rel).resolve()

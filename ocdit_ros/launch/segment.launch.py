@@ -1,7 +1,11 @@
 """ros2 launch ocdit_ros segment.launch.py [camera_topic:=...] [config:=...] [weights:=...]
-[templates_dir:=...] [device:=...] [namespace:=...] [use_sim_time:=...]
+[templates_dir:=...] [device:=...] [namespace:=...] [use_sim_time:=...] [dds_profile:=...]
 
-Launch arguments left empty keep the values of the parameter file.
+Launch arguments left empty keep the values of the parameter file. The node gets the Fast DDS
+profile for camera-sized frames (config/fastdds_large_frames.xml, a larger shared-memory segment)
+unless FASTDDS_DEFAULT_PROFILES_FILE is already set or dds_profile:= names another file;
+dds_profile:="" leaves the node's environment as it is. The camera driver's process needs the
+profile too (README, "Camera-sized frames").
 """
 
 import os
@@ -19,6 +23,7 @@ def _node(context):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     overrides = {name: get(name) for name in OVERRIDABLE if get(name)}
     overrides["use_sim_time"] = get("use_sim_time").lower() in ("1", "true", "yes")
+    profile = get("dds_profile")
     return [Node(
         package="ocdit_ros",
         executable="segment_node",
@@ -27,11 +32,15 @@ def _node(context):
         output="screen",
         parameters=[get("config"), overrides],
         remappings=[("image", get("camera_topic"))],
+        additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else None,
     )]
 
 
 def generate_launch_description():
-    default_config = os.path.join(get_package_share_directory("ocdit_ros"), "config", "ocdit.yaml")
+    share = get_package_share_directory("ocdit_ros")
+    default_config = os.path.join(share, "config", "ocdit.yaml")
+    default_profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.path.join(
+        share, "config", "fastdds_large_frames.xml")
     return LaunchDescription([
         DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
                               description="sensor_msgs/Image (or CompressedImage) topic to segment"),
@@ -41,5 +50,7 @@ def generate_launch_description():
         DeclareLaunchArgument("device", default_value="", description="cpu, cuda, cuda:1, ..."),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
+        DeclareLaunchArgument("dds_profile", default_value=default_profile,
+                              description="Fast DDS profile file for the node (empty: none)"),
         OpaqueFunction(function=_node),
     ])

@@ -4,9 +4,9 @@
                  -r image:=/camera/image_raw
 
 Subscribes `image` (sensor_msgs/Image, or CompressedImage with image_transport:=compressed)
-with sensor-data QoS (overridable through qos_overrides parameters). The callback only stores
-the newest frame in a one-slot hand-off; one worker thread segments it, so stale frames are
-dropped (and counted) instead of queued, and services and parameter changes stay responsive
+with reliability BEST_AVAILABLE following the publishers, depth 1 (ros/image_subscription.py;
+overridable through qos_overrides parameters). The callback only stores the newest frame in a
+one-slot hand-off; one worker thread segments it, so stale frames are dropped (and counted) instead of queued, and services and parameter changes stay responsive
 during a diffusion pass. The node is named `ocdit`, so ~/x is /ocdit/x. Published, stamped
 with the input header: ~/instances (ocdit_msgs/InstanceArray, also when empty), ~/detections
 (vision_msgs/Detection2DArray, when installed), ~/label_image (instance ids), and on request
@@ -24,7 +24,6 @@ import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 
 from ocdit_msgs.msg import Instance, InstanceArray
@@ -44,6 +43,7 @@ except ImportError:  # pragma: no cover
 from ..pipeline import PipelineConfig
 from ..pipeline.export import label_image, overlay
 from .image_codec import ImageError, compressed_to_rgb, fill_image, image_to_rgb
+from .image_subscription import ImageSubscription
 from .parameters import NODE_PARAMS, PIPELINE_PARAMS, check_node_value, declare_all
 
 
@@ -138,15 +138,12 @@ class SegmentNode(Node):
         if ro["image_transport"] not in ("raw", "compressed"):
             raise ValueError(f"image_transport must be raw or compressed, got {ro['image_transport']!r}")
         self._decode = compressed_to_rgb if compressed else image_to_rgb
-        sensor = QoSProfile(history=qos_profile_sensor_data.history, depth=1,
-                            reliability=qos_profile_sensor_data.reliability,
-                            durability=qos_profile_sensor_data.durability)
-        self.sub = self.create_subscription(CompressedImage if compressed else Image, "image", self.frames.put, sensor,
-                                            qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self.sub = ImageSubscription(self, CompressedImage if compressed else Image, "image", self.frames.put)
         self.camera_info = None
         self.camera_info_mismatch = 0
-        if ro["use_camera_info"]:
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor)
+        if ro["use_camera_info"]:  # small messages: best effort loses none and matches any publisher
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
+                                     QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.templates_dir = Path(ro["templates_dir"])
         services = MutuallyExclusiveCallbackGroup()  # object edits one at a time, off the image path

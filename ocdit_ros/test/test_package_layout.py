@@ -118,3 +118,31 @@ def test_venv_share_dir_is_walkable_like_colcon_install():
     assert found == setup_data_files()
     for rel in found:  # each entry is the live source file (editable install)
         assert (Path(sys.prefix) / "share" / "ocdit_ros" / rel).resolve() == (ROOT / "ocdit_ros" / rel).resolve()
+
+
+# rosdep keys of setup.py's install_requires, as listed in rosdistro's rosdep/python.yaml (checked
+# there by hand); None: no key, installed with pip as the README's "In a ROS 2 workspace" says.
+ROSDEP_KEYS = {"torch": "python3-torch", "numpy": "python3-numpy", "pyyaml": "python3-yaml", "pillow": "python3-pil",
+               "safetensors": None}
+
+
+def test_every_python_dependency_has_a_rosdep_key_or_a_pip_line():
+    import re
+
+    from catkin_pkg.package import parse_package
+
+    code = ("import runpy, setuptools; args = {}; setuptools.setup = lambda **kw: args.update(kw); "
+            "runpy.run_path('setup.py'); print(repr(args['install_requires']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "ocdit_ros", capture_output=True, text=True,
+                         check=True).stdout
+    required = {re.split(r"[<>=!\[ ]", r, maxsplit=1)[0].lower() for r in ast.literal_eval(out)}
+    assert required == set(ROSDEP_KEYS), "new dependency in setup.py: add its rosdep key here and in package.xml"
+    exec_deps = {d.name for d in parse_package(str(ROOT / "ocdit_ros")).exec_depends}
+    assert {k for k in ROSDEP_KEYS.values() if k} <= exec_deps
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## In a ROS 2 workspace", 1)[1].split("\n## ", 1)[0]
+    pip_lines = [line for line in section.splitlines() if line.startswith("pip install")]
+    for name, key in ROSDEP_KEYS.items():
+        if key is None or key == "python3-torch":  # torch: its key is skipped (see package.xml)
+            assert any(f"'{name}>=" in line for line in pip_lines), name
+    assert "--skip-keys python3-torch" in section

@@ -68,3 +68,11 @@ def test_malformed_messages_say_why(change, why):
         setattr(m, k, v)
     with pytest.raises(ImageError, match=why):
         image_to_rgb(m)
+
+
+def test_unsupported_encoding_names_the_supported_ones_and_the_fix():
+    m = msg(RGB[..., 0], "mono8")
+    m.encoding = "bayer_rggb8"
+    with pytest.raises(ImageError) as err:
+        image_to_rgb(m)
+    assert "'bayer_rggb8'" in str(err.value) and "rgb8, bgr8" in str(err.value) and "debayer" in str(err.value)

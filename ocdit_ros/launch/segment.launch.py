@@ -51,6 +51,6 @@ def generate_launch_description():
         DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
         DeclareLaunchArgument("dds_profile", default_value=default_profile,
-                              description="Fast DDS profile file for the node (empty: none)"),
+                              description="Fast DDS profile file for the node (empty: keep the environment's)"),
         OpaqueFunction(function=_node),
     ])

@@ -105,8 +105,8 @@ def test_installed_node_answers_an_image(workspace, tmp_path):
     assert os.access(exe, os.X_OK)
     ns = "/ws_test"
     env = underlay_env()
-    node = RunningNode(sourced(workspace, exe, *node_args(share / "config" / "ocdit.yaml", make_templates(tmp_path), ns)),
-                       env, tmp_path / "node.log")
+    args = node_args(share / "config" / "ocdit.yaml", make_templates(tmp_path), ns)
+    node = RunningNode(sourced(workspace, exe, *args), env, tmp_path / "node.log")
     try:
         got = camera(sourced(workspace, "python"), "reliable", ns, ["160x120"], 1, env)
         assert got == {"160x120": [1, 1]}, node.log.read_text()[-2000:]

@@ -76,7 +76,8 @@ def test_shipped_dds_profile_has_a_large_shared_memory_segment():
 
     ns = {"d": "http://www.eprosima.com"}
     root = ET.parse(PKG / "config" / "fastdds_large_frames.xml").getroot()
-    transports = {t.findtext("d:transport_id", namespaces=ns): t for t in root.iterfind(".//d:transport_descriptor", ns)}
+    transports = {t.findtext("d:transport_id", namespaces=ns): t
+                  for t in root.iterfind(".//d:transport_descriptor", ns)}
     kinds = {t.findtext("d:type", namespaces=ns) for t in transports.values()}
     assert kinds == {"SHM", "UDPv4"}  # the built-in pair, so other machines still connect
     shm = next(t for t in transports.values() if t.findtext("d:type", namespaces=ns) == "SHM")

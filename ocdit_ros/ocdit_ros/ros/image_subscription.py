@@ -53,8 +53,10 @@ class ImageSubscription:
         self._subscribe()
         # Known only after creation: the QoS with the user's qos_overrides applied.
         self.adaptive = self.sub.qos_profile.reliability == ReliabilityPolicy.BEST_AVAILABLE
-        self._timer = (node.create_timer(RECHECK_PERIOD_S, self._recheck, callback_group=MutuallyExclusiveCallbackGroup())
-                       if self.adaptive else None)
+        self._timer = None
+        if self.adaptive:
+            self._timer = node.create_timer(RECHECK_PERIOD_S, self._recheck,
+                                            callback_group=MutuallyExclusiveCallbackGroup())
 
     @property
     def topic_name(self) -> str:
@@ -81,9 +83,9 @@ class ImageSubscription:
         if self.adaptive:
             self._recheck()
         else:  # the reliability was set explicitly: only say why nothing arrives
-            self.node.get_logger().warning(
-                f"a publisher on {self.sub.topic_name} offers incompatible QoS "
-                f"({event.last_policy_kind.name.lower().removeprefix('rmw_qos_policy_')}); no messages will be received from it")
+            policy = event.last_policy_kind.name.lower().removeprefix("rmw_qos_policy_")
+            self.node.get_logger().warning(f"a publisher on {self.sub.topic_name} offers incompatible QoS "
+                                           f"({policy}); no messages will be received from it")
 
     def _recheck(self) -> None:
         with self._lock:

@@ -56,7 +56,8 @@ def workspace(request, tmp_path_factory):
     out = subprocess.run(cmd, cwd=ws, env=underlay_env(), capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-4000:]}\n{out.stderr[-2000:]}"
     assert (ws / "install" / "setup.bash").is_file()
-    return ws
+    yield ws
+    shutil.rmtree(ws, ignore_errors=True)  # ~60 MB of build outputs each; pytest keeps old tmp dirs
 
 
 PROBE = """

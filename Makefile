@@ -24,6 +24,8 @@ MSG_SOURCES  := $(shell find ocdit_msgs -type f 2>/dev/null)
 TEST_MSGS    := ocdit_ros/test/interfaces/vision_msgs
 TEST_MSG_SOURCES := $(shell find $(TEST_MSGS) -type f 2>/dev/null)
 PKG_SOURCES  := ocdit_ros/setup.py ocdit_ros/setup.cfg ocdit_ros/package.xml
+# The files setup.py installs to share/ocdit_ros: a new one has to be linked into the venv too.
+PKG_DATA     := $(wildcard ocdit_ros/launch/* ocdit_ros/config/*)
 PIP          := $(PY) -m pip --disable-pip-version-check
 
 # DDS must never send discovery traffic off this machine, and each run gets its own domain (from
@@ -92,8 +94,8 @@ $(STAMPS)/msgs: $(STAMPS)/deps $(MSG_SOURCES) $(TEST_MSG_SOURCES) tools/build_in
 # Editable install against the venv's pinned setuptools (no isolated build env to download).
 # pip's editable install puts the console scripts in .venv/bin but skips data_files, so the ROS
 # layout (ament index marker, share/ocdit_ros, lib/ocdit_ros/<scripts>) is linked into the venv
-# the way colcon's --symlink-install would.
-$(STAMPS)/pkg: $(STAMPS)/msgs $(PKG_SOURCES) tools/link_ros_layout.sh
+# the way colcon's --symlink-install would: real folders, one link per file.
+$(STAMPS)/pkg: $(STAMPS)/msgs $(PKG_SOURCES) $(PKG_DATA) tools/link_ros_layout.sh
 	$(PIP) install -q --no-deps --no-build-isolation -e ocdit_ros
 	tools/link_ros_layout.sh $(VENV) ocdit_ros
 	@touch $@

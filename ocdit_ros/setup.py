@@ -14,10 +14,12 @@ def data_files():
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
     ]
-    for subdir, pattern in [("launch", "*.launch.py"), ("config", "*.yaml")]:
+    # config/: the parameter file and the Fast DDS profile for camera-sized frames.
+    for subdir, patterns in [("launch", ["*.launch.py"]), ("config", ["*.yaml", "*.xml"])]:
         # Relative to this file (setuptools wants relative paths), whatever the working directory;
         # an empty directory contributes no entry rather than an empty one.
-        matches = sorted(p.relative_to(HERE).as_posix() for p in (HERE / subdir).glob(pattern))
+        matches = sorted(p.relative_to(HERE).as_posix()
+                         for pattern in patterns for p in (HERE / subdir).glob(pattern))
         if matches:
             files.append((f"share/{PACKAGE}/{subdir}", matches))
     return files

@@ -1,7 +1,12 @@
 """ros2 launch ocdit_ros segment.launch.py [camera_topic:=...] [config:=...] [weights:=...]
 [templates_dir:=...] [device:=...] [namespace:=...] [use_sim_time:=...] [lifecycle:=true]
+[dds_profile:=...]
 
-Launch arguments left empty keep the values of the parameter file.
+Launch arguments left empty keep the values of the parameter file. The node gets the Fast DDS
+profile for camera-sized frames (config/fastdds_large_frames.xml, a larger shared-memory segment)
+unless FASTDDS_DEFAULT_PROFILES_FILE is already set or dds_profile:= names another file;
+dds_profile:="" leaves the node's environment as it is. The camera driver's process needs the
+profile too (README, "Camera-sized frames").
 """
 
 import os
@@ -23,6 +28,7 @@ def _node(context):
     # instead of quietly running on wall time.
     overrides["use_sim_time"] = {"true": True, "false": False}.get(sim.lower(), sim)
     lifecycle = get("lifecycle").lower() == "true"  # the managed node starts unconfigured
+    profile = get("dds_profile")
     return [(LifecycleNode if lifecycle else Node)(
         package="ocdit_ros",
         executable="segment_lifecycle_node" if lifecycle else "segment_node",
@@ -31,11 +37,15 @@ def _node(context):
         output="screen",
         parameters=[get("config"), overrides],
         remappings=[("image", get("camera_topic"))],
+        additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else None,
     )]
 
 
 def generate_launch_description():
-    default_config = os.path.join(get_package_share_directory("ocdit_ros"), "config", "ocdit.yaml")
+    share = get_package_share_directory("ocdit_ros")
+    default_config = os.path.join(share, "config", "ocdit.yaml")
+    default_profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.path.join(
+        share, "config", "fastdds_large_frames.xml")
     return LaunchDescription([
         DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
                               description="sensor_msgs/Image (or CompressedImage) topic to segment"),
@@ -48,5 +58,7 @@ def generate_launch_description():
         DeclareLaunchArgument("lifecycle", default_value="false",
                               description="true: the managed node segment_lifecycle_node (configure/activate "
                                           "it with ros2 lifecycle set /ocdit configure, then activate)"),
+        DeclareLaunchArgument("dds_profile", default_value=default_profile,
+                              description="Fast DDS profile file for the node (empty: keep the environment's)"),
         OpaqueFunction(function=_node),
     ])

@@ -95,3 +95,11 @@ def test_rgb16_and_bgr16_channel_and_byte_order(encoding, big):
     expected = np.dstack([WORDS_8BIT, WORDS_8BIT[::-1], WORDS_8BIT[:, ::-1]])
     assert out.dtype == np.uint8 and np.array_equal(out, expected)
     assert np.array_equal(image_to_rgb(msg(np.dstack(planes), encoding, big_endian=big, pad=4)), expected)
+
+
+def test_unsupported_encoding_names_the_supported_ones_and_the_fix():
+    m = msg(RGB[..., 0], "mono8")
+    m.encoding = "bayer_rggb8"
+    with pytest.raises(ImageError) as err:
+        image_to_rgb(m)
+    assert "'bayer_rggb8'" in str(err.value) and "rgb8, bgr8" in str(err.value) and "debayer" in str(err.value)

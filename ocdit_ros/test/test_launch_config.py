@@ -59,9 +59,11 @@ def test_launch_file_declares_the_documented_arguments():
     declared = [node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"]
     assert declared == ["camera_topic", "config", "weights", "templates_dir", "device", "namespace", "use_sim_time",
-                        "lifecycle"]
+                        "lifecycle", "dds_profile"]
     assert '"segment_lifecycle_node" if lifecycle else "segment_node"' in src and '("image", get("camera_topic"))' in src
     assert "(LifecycleNode if lifecycle else Node)(" in src
+    assert 'additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile}' in src
+    assert '"config", "fastdds_large_frames.xml"' in src
     setup = (PKG / "setup.py").read_text()
     assert "segment_node = ocdit_ros.segment_node:main" in setup
     assert "segment_lifecycle_node = ocdit_ros.segment_lifecycle_node:main" in setup
@@ -93,3 +95,22 @@ def test_node_reads_the_parameter_file(tmp_path):
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_shipped_dds_profile_has_a_large_shared_memory_segment():
+    """The profile for camera-sized frames (its effect is measured in test_camera_frames.py)."""
+    import xml.etree.ElementTree as ET
+
+    ns = {"d": "http://www.eprosima.com"}
+    root = ET.parse(PKG / "config" / "fastdds_large_frames.xml").getroot()
+    transports = {t.findtext("d:transport_id", namespaces=ns): t
+                  for t in root.iterfind(".//d:transport_descriptor", ns)}
+    kinds = {t.findtext("d:type", namespaces=ns) for t in transports.values()}
+    assert kinds == {"SHM", "UDPv4"}  # the built-in pair, so other machines still connect
+    shm = next(t for t in transports.values() if t.findtext("d:type", namespaces=ns) == "SHM")
+    assert int(shm.findtext("d:segment_size", namespaces=ns)) >= 1280 * 720 * 3 * 4
+    participant = root.find(".//d:participant", ns)
+    assert participant.get("is_default_profile") == "true"
+    assert participant.findtext(".//d:useBuiltinTransports", namespaces=ns) == "false"
+    used = [t.text for t in participant.iterfind(".//d:userTransports/d:transport_id", ns)]
+    assert sorted(used) == sorted(transports)

@@ -3,6 +3,7 @@
 These run in the venv `make test` sets up (sys.prefix is that venv).
 """
 
+import ast
 import os
 import subprocess
 import sys
@@ -90,3 +91,58 @@ def test_ros_layout_files_exist():
                 "ocdit_msgs/CMakeLists.txt", "ocdit_msgs/msg/Instance.msg", "ocdit_msgs/msg/InstanceArray.msg"]:
         assert (ROOT / rel).exists(), rel
     assert (ROOT / "ocdit_ros" / "resource" / "ocdit_ros").stat().st_size == 0
+
+
+def share_files(prefix) -> set:
+    """Files under PREFIX/share/ocdit_ros as `ros2 launch ocdit_ros <file>` finds them: ros2launch
+    walks the share directory with os.walk, which does not descend into links to folders."""
+    share = Path(prefix) / "share" / "ocdit_ros"
+    return {(Path(d) / f).relative_to(share).as_posix() for d, _, files in os.walk(share) for f in files}
+
+
+def setup_data_files() -> set:
+    """What setup.py installs to share/ocdit_ros (relative paths), from setup.py itself."""
+    code = ("import runpy, setuptools; args = {}; setuptools.setup = lambda **kw: args.update(kw); "
+            "runpy.run_path('setup.py'); print(repr(args['data_files']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "ocdit_ros", capture_output=True, text=True,
+                         check=True).stdout
+    data = ast.literal_eval(out)
+    return {f"{dest[len('share/ocdit_ros'):].strip('/')}/{Path(f).name}".lstrip("/")
+            for dest, files in data if dest.startswith("share/ocdit_ros") for f in files}
+
+
+def test_venv_share_dir_is_walkable_like_colcon_install():
+    """`ros2 launch ocdit_ros segment.launch.py` resolves by package name in the layout `make` gives."""
+    found = share_files(sys.prefix)
+    assert {"launch/segment.launch.py", "config/ocdit.yaml", "package.xml"} <= found
+    assert found == setup_data_files()
+    for rel in found:  # each entry is the live source file (editable install)
+        assert (Path(sys.prefix) / "share" / "ocdit_ros" / rel).resolve() == (ROOT / "ocdit_ros" / rel).resolve()
+
+
+# rosdep keys of setup.py's install_requires, as listed in rosdistro's rosdep/python.yaml (checked
+# there by hand); None: no key, installed with pip as the README's "In a ROS 2 workspace" says.
+ROSDEP_KEYS = {"torch": "python3-torch", "numpy": "python3-numpy", "pyyaml": "python3-yaml", "pillow": "python3-pil",
+               "safetensors": None}
+
+
+def test_every_python_dependency_has_a_rosdep_key_or_a_pip_line():
+    import re
+
+    from catkin_pkg.package import parse_package
+
+    code = ("import runpy, setuptools; args = {}; setuptools.setup = lambda **kw: args.update(kw); "
+            "runpy.run_path('setup.py'); print(repr(args['install_requires']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "ocdit_ros", capture_output=True, text=True,
+                         check=True).stdout
+    required = {re.split(r"[<>=!\[ ]", r, maxsplit=1)[0].lower() for r in ast.literal_eval(out)}
+    assert required == set(ROSDEP_KEYS), "new dependency in setup.py: add its rosdep key here and in package.xml"
+    exec_deps = {d.name for d in parse_package(str(ROOT / "ocdit_ros")).exec_depends}
+    assert {k for k in ROSDEP_KEYS.values() if k} <= exec_deps
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## In a ROS 2 workspace", 1)[1].split("\n## ", 1)[0]
+    pip_lines = [line for line in section.splitlines() if line.startswith("pip install")]
+    for name, key in ROSDEP_KEYS.items():
+        if key is None or key == "python3-torch":  # torch: its key is skipped (see package.xml)
+            assert any(f"'{name}>=" in line for line in pip_lines), name
+    assert "--skip-keys python3-torch" in section

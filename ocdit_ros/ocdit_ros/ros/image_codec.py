@@ -1,8 +1,11 @@
-"""sensor_msgs/Image and CompressedImage <-> NumPy, validated (no cv_bridge needed).
+"""sensor_msgs/Image and CompressedImage <-> NumPy, validated (no cv_bridge, no OpenCV).
 
-cv_bridge is used when it is importable (a user's ROS install); otherwise this module handles
-the same common encodings. Every malformed message raises `ImageError` with the reason, so the
-node can log it and drop the frame.
+This converter is used on every installation, also where cv_bridge is installed: the node then
+accepts the same encodings, converts 16-bit images the same way and reports the same errors
+everywhere, and all of it is tested here (cv_bridge cannot be installed in this project's CI).
+It covers the encodings below; others (Bayer, YUV) are refused with the list of supported ones:
+debayer or convert them first (e.g. image_proc). Every malformed message raises `ImageError` with
+the reason, so the node can log it and drop the frame.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def image_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB. 16-bit images are scaled to 8 bit."""
     enc = msg.encoding
     if enc not in ENCODINGS:
-        raise ImageError(f"unsupported encoding {enc!r}; supported: {', '.join(ENCODINGS)}")
+        raise ImageError(f"unsupported encoding {enc!r}; supported: {', '.join(ENCODINGS)} "
+                         "(debayer or convert other encodings first, e.g. with image_proc)")
     ch, dtype, order = ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:

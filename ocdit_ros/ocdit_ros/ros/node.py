@@ -4,9 +4,10 @@
                  -r image:=/camera/image_raw
 
 Subscribes `image` (sensor_msgs/Image, or CompressedImage with image_transport:=compressed)
-with sensor-data QoS (overridable through qos_overrides parameters). The callback only stores
-the newest frame in a one-slot hand-off; one worker thread segments it, so stale frames are
-dropped (and counted) instead of queued, and services and parameter changes stay responsive
+with reliability BEST_AVAILABLE following the publishers, depth 1 (ros/image_subscription.py;
+overridable through qos_overrides parameters). The callback only stores the newest frame in a
+one-slot hand-off; one worker thread segments it, so stale frames are dropped (and counted)
+instead of queued, and services and parameter changes stay responsive
 during a diffusion pass. The node is named `ocdit`, so ~/x is /ocdit/x. Published, stamped
 with the input header: ~/instances (ocdit_msgs/InstanceArray, also when empty), ~/detections
 (vision_msgs/Detection2DArray, when installed), ~/label_image (instance ids), and on request
@@ -24,7 +25,6 @@ import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ocdit_msgs.msg import InstanceArray
@@ -47,6 +47,7 @@ from ..pipeline.export import overlay
 from ..pipeline.segmenter import SegmentationResult
 from . import messages
 from .image_codec import ImageError, compressed_to_rgb, image_to_rgb
+from .image_subscription import ImageSubscription
 from .parameters import (NODE_PARAMS, PIPELINE_PARAMS, builtin_error, check_node_value, declare_all,
                          unknown_overrides)
 
@@ -168,14 +169,12 @@ class SegmentCore:
         self.camera_info_mismatch = 0
         compressed = self.ro["image_transport"] == "compressed"
         self._decode = compressed_to_rgb if compressed else image_to_rgb
-        sensor = QoSProfile(history=qos_profile_sensor_data.history, depth=1,
-                            reliability=qos_profile_sensor_data.reliability,
-                            durability=qos_profile_sensor_data.durability)
-        self.sub = self.create_subscription(CompressedImage if compressed else Image, "image", self.frames.put, sensor,
-                                            qos_overriding_options=QoSOverridingOptions.with_default_policies())
-        self._active_entities = [self.sub]
-        if self.ro["use_camera_info"]:
-            self._active_entities.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor))
+        self.sub = ImageSubscription(self, CompressedImage if compressed else Image, "image", self.frames.put)
+        self._active_entities = []
+        if self.ro["use_camera_info"]:  # small messages: best effort loses none and matches any publisher
+            self._active_entities.append(self.create_subscription(
+                CameraInfo, "camera_info", self._on_camera_info,
+                QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability)))
         if self.pub_diagnostics is not None:
             self._active_entities.append(self.create_timer(1.0, self._publish_diagnostics))
         self._running = True
@@ -192,6 +191,8 @@ class SegmentCore:
         if self._worker is not None:
             self._worker.join(timeout=60)
             self._worker = None
+        if self.sub is not None:
+            self.sub.destroy()
         for entity in self._active_entities:
             if hasattr(entity, "cancel"):  # a timer
                 entity.cancel()

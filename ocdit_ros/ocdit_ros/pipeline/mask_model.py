@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +45,31 @@ class ObjectSpec:
         if oid is None or not hasattr(obj, "to_tensor"):
             raise TypeError(f"cannot use {type(obj).__name__} as an object: need an id and to_tensor()")
         return cls(str(oid), obj.to_tensor())  # fingerprint: hash of the template pixels
+
+
+class SpecCache:
+    """ObjectSpecs of the objects a caller keeps passing (the node's library, frame after frame),
+    so they are converted and hashed once. Keyed by object identity (held weakly): an object's
+    templates are treated as fixed; pass a new object after changing them."""
+
+    def __init__(self) -> None:
+        self._specs: dict[int, tuple[weakref.ref, ObjectSpec]] = {}
+        self.conversions = 0
+
+    def get(self, obj) -> ObjectSpec:
+        if isinstance(obj, ObjectSpec):
+            return obj
+        entry = self._specs.get(id(obj))
+        if entry is not None and entry[0]() is obj:
+            return entry[1]
+        spec = ObjectSpec.coerce(obj)
+        self.conversions += 1
+        try:
+            ref = weakref.ref(obj, lambda _, key=id(obj): self._specs.pop(key, None))
+        except TypeError:  # not weak-referenceable: convert every time
+            return spec
+        self._specs[id(obj)] = (ref, spec)
+        return spec
 
 
 class MaskModel(Protocol):

@@ -38,7 +38,13 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         seq = self.norm(x.reshape(b, c, h * w)).transpose(1, 2)
-        out = self.linear(self.attention(seq, seq, seq, need_weights=False)[0])
+        # nn.MultiheadAttention's parameters through SDPA: its CPU fast path materialises the
+        # (h*w)^2 scores with slow batched matmuls (a third of a decode); same function.
+        mha = self.attention
+        heads = mha.num_heads
+        q, k, v = F.linear(seq, mha.in_proj_weight, mha.in_proj_bias).view(b, h * w, 3, heads, c // heads).unbind(2)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = self.linear(mha.out_proj(out.transpose(1, 2).reshape(b, h * w, c)))
         return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 

@@ -308,10 +308,11 @@ def test_per_call_max_objects_per_pass_is_honoured():
     seg = Segmenter(oracle, config=PipelineConfig(coarse=StageConfig(ensemble=1), refine_enabled=False, **LOOSE))
     objs = [obj("red", RED), obj("blue", BLUE), obj("green", GREEN)]
     seg.segment(img, objs)
-    assert [c[1] for c in oracle.calls] == [3]  # all objects in one pass by default
+    assert oracle.calls == [(1, 3, 1)]  # one view, all objects in one pass by default
     oracle.calls.clear()
     result = seg.segment(img, objs, config=seg.config.replace(max_objects_per_pass=1))
-    assert [c[1] for c in oracle.calls] == [1, 1, 1]  # the per-call setting, not the constructor's
+    # The per-call setting, not the constructor's: one object per pass, the three passes batched.
+    assert oracle.calls == [(3, 1, 1)]
     check_instances(result, gt)
 
 

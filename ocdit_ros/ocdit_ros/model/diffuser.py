@@ -4,7 +4,7 @@ Conditioning that does not change during sampling is computed once in `condition
 the image-feature half of the query embedding and every block's template keys/values.
 `forward` / `forward_noise` keep the official signatures and simply build it per call.
 While sampling, one noise level is shared by every row of an evaluation, so the adaLN
-modulation is computed once and folded into the linear weights (blocks.forward_shared).
+modulation is computed once and folded into the LayerNorm affine (blocks.forward_shared).
 `Diffuser.cache = False` is the reference path: conditioning rebuilt from the features at
 every evaluation and per-row modulation, like the official code (same masks within 1e-5).
 """
@@ -52,6 +52,7 @@ class Diffuser(nn.Module):
         self.final_layer = FinalLayer(d, latent_channels)
         self.logvar_mlp = nn.Sequential(MPFourier(128), nn.Linear(128, 1))
         self.cache = True  # False: the reference path (no work reused across evaluations)
+        self._compiled = None  # compiled _network_shared (compile_sampler)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -105,7 +106,7 @@ class Diffuser(nn.Module):
             )
         e = bx // cond.num_images
         if self.cache and c_noise.numel() == 1 and not self.training:
-            return self._network_shared(x, c_noise, cond, e)
+            return (self._compiled or self._network_shared)(x, c_noise, cond, e)
         if not self.cache and cond.features is not None and not self.training:
             cond = self.condition(*cond.features)  # reference path: nothing carried over
         if c_noise.numel() == 1 and bx != 1:
@@ -118,6 +119,20 @@ class Diffuser(nn.Module):
         for block, kv in zip(self.decoder.blocks, cond.template_kv):
             tokens = block(tokens, t, t_cross, kv)
         return self.final_layer(tokens, t, cond.grid)
+
+    def compile_sampler(self, mode: str = "default", cuda_graphs: bool = False) -> None:
+        """torch.compile the sampler's network evaluation (fixed shapes within a sample).
+
+        mode: "off" (eager), "default" / "max-autotune" (inductor), or another backend's name
+        (e.g. "aot_eager"); cuda_graphs captures it (inductor's reduce-overhead, CUDA only)."""
+        if mode == "off":
+            self._compiled = None
+            return
+        if mode in ("default", "max-autotune"):
+            tc_mode = "reduce-overhead" if cuda_graphs else (None if mode == "default" else mode)
+            self._compiled = torch.compile(self._network_shared, mode=tc_mode, dynamic=False)
+        else:
+            self._compiled = torch.compile(self._network_shared, backend=mode, dynamic=False)
 
     def _network_shared(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Condition, e: int) -> torch.Tensor:
         """`network` for one noise level shared by all rows (every sampler evaluation)."""

@@ -57,7 +57,16 @@ class PipelineConfig:
     work_size: int = 320  # longest side of the grid instances are aggregated on
     seed: int = 0
     device: str = "cpu"
-    dtype: str = "float32"  # bf16/fp16 autocast is used on CUDA only
+    # Autocast dtype of the backbone and the denoiser (CPU: bfloat16 only); the sampler state, the
+    # VAE decode and the mask probabilities stay float32.
+    dtype: str = "float32"
+    # Activation memory one denoiser call or VAE decode chunk may use; views, object chunks and
+    # masks per call are sized to it (estimate in OCDiTMaskModel.call_bytes).
+    memory_budget_mb: int = 4096
+    cache: bool = True  # reuse conditioning across sampler evaluations (False: the reference path)
+    sdpa: bool = True  # fused attention kernels (False: the math kernel, for reference)
+    compile: str = "off"  # torch.compile the denoiser: off, default, max-autotune (or a backend, e.g. aot_eager)
+    cuda_graphs: bool = False  # with compile on CUDA: capture the fixed-shape denoiser (reduce-overhead)
 
     def validate(self) -> "PipelineConfig":
         self.coarse.validate("coarse")
@@ -76,6 +85,14 @@ class PipelineConfig:
             raise ValueError(f"work_size={self.work_size}: must be >= 32")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r}: choose one of {', '.join(DTYPES)}")
+        if self.dtype == "float16" and not self.device.startswith("cuda"):
+            raise ValueError("dtype=float16 needs a CUDA device: use bfloat16 on the CPU")
+        if self.memory_budget_mb < 64:
+            raise ValueError(f"memory_budget_mb={self.memory_budget_mb}: must be >= 64")
+        if not self.compile or not isinstance(self.compile, str):
+            raise ValueError(f"compile={self.compile!r}: use off, default, max-autotune or a torch.compile backend name")
+        if self.cuda_graphs and (self.compile == "off" or not self.device.startswith("cuda")):
+            raise ValueError("cuda_graphs needs compile (e.g. compile=default) and a CUDA device")
         if self.min_mask_area < 0 or self.max_objects_per_pass < 0:
             raise ValueError("min_mask_area and max_objects_per_pass must be >= 0")
         if self.refine_margin < 0 or not 0 <= self.refine_jitter <= 0.5:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import OCDiT, SamplerConfig
-from .config import StageConfig
+from .config import PipelineConfig, StageConfig
 
 
 @dataclass
@@ -106,6 +106,35 @@ class OCDiTMaskModel:
         self._weights_hash: str | None = None
         self.cache_hits = 0
         self.cache_misses = 0
+        self.sdpa = True
+        self.memory_budget = 4096 * 2**20
+        self._compiled: tuple[str, bool] = ("off", False)
+
+    def configure(self, cfg: PipelineConfig) -> None:
+        """Apply a call's precision, caching, kernel and memory settings (cheap when unchanged)."""
+        self.dtype = cfg.dtype
+        self.sdpa = cfg.sdpa
+        self.memory_budget = cfg.memory_budget_mb * 2**20
+        self.model.diffuser.cache = cfg.cache
+        if (cfg.compile, cfg.cuda_graphs) != self._compiled:
+            self.model.diffuser.compile_sampler(cfg.compile, cfg.cuda_graphs)
+            self._compiled = (cfg.compile, cfg.cuda_graphs)
+
+    def call_bytes(self, n_objects: int, ensemble: int) -> int:
+        """Rough activation memory of one (view, object chunk) unit in a denoiser call plus its
+        share of the VAE decode, in bytes (fp32; half precision needs less)."""
+        d = self.model.config.diffuser.hidden_size
+        heads = self.model.config.diffuser.num_heads
+        tokens = ensemble * n_objects * self.grid[0] * self.grid[1]
+        total = tokens * d * 4 * 16  # residual, normalised, q/k/v, MLP hidden (4D), outputs
+        if not self.sdpa:  # the math kernel holds every score matrix
+            total += ensemble * heads * (n_objects * self.grid[0] * self.grid[1]) ** 2 * 4
+        return total + ensemble * n_objects * self.decode_bytes()
+
+    def decode_bytes(self) -> int:
+        """Activation memory of decoding one mask: about 4 float32 maps of 32 channels at mask size."""
+        hm, wm = (g * self.mask_factor for g in self.grid)
+        return hm * wm * 32 * 4 * 4
 
     @property
     def weights_hash(self) -> str:
@@ -118,9 +147,16 @@ class OCDiTMaskModel:
         return self._weights_hash
 
     def _autocast(self):
-        if self.device.type == "cuda" and self.dtype != "float32":
-            return torch.autocast("cuda", dtype=getattr(torch, self.dtype))
+        if self.dtype != "float32" and self.device.type in ("cuda", "cpu"):
+            return torch.autocast(self.device.type, dtype=getattr(torch, self.dtype))
         return contextlib.nullcontext()
+
+    def _kernels(self):
+        if self.sdpa:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
 
     @torch.inference_mode()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -130,6 +166,8 @@ class OCDiTMaskModel:
     @torch.inference_mode()
     def template_features(self, obj: ObjectSpec) -> torch.Tensor:
         key = f"{obj.object_id}-{obj.fingerprint}-{self.weights_hash}-{self.template_size[0]}x{self.template_size[1]}"
+        if self.dtype != "float32":
+            key += f"-{self.dtype}"
         if key in self._memory:
             self.cache_hits += 1
             return self._memory[key]
@@ -158,7 +196,15 @@ class OCDiTMaskModel:
     @torch.inference_mode()
     def sample(self, image_features: torch.Tensor, template_features: torch.Tensor, ensemble: int,
                stage: StageConfig, generator: torch.Generator) -> torch.Tensor:
+        """(B, E, N, Hm, Wm) member probabilities: the denoiser under autocast, the VAE decode
+        and the sigmoid in float32 (thresholds act on these)."""
         sampler = SamplerConfig(num_steps=stage.num_steps, rho=stage.rho, s_churn=stage.s_churn)
-        with self._autocast():
-            cond = self.model.diffuser.condition(image_features, template_features)
-            return self.model.sample_masks(cond, ensemble, generator, sampler).float()
+        diffuser = self.model.diffuser
+        with self._kernels():
+            with self._autocast():
+                cond = diffuser.condition(image_features, template_features)
+                latents = diffuser.sample(None, None, ensemble, sampler, generator=generator, cond=cond)
+            chunk = max(1, self.memory_budget // self.decode_bytes())
+            probs = self.model.decode_masks(latents.float().flatten(0, 1), chunk)
+        b, n = cond.num_images, cond.num_objects
+        return probs.reshape(b, ensemble, n, *probs.shape[-2:])

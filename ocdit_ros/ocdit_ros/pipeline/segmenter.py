@@ -34,7 +34,7 @@ from .mask_model import MaskModel, OCDiTMaskModel, ObjectSpec, SpecCache
 from .views import View, augmentation_views, full_view, jittered_views, region_view
 
 MAX_SIDE = 8192
-VIEWS_PER_CALL = 16  # bounds memory of one backbone/sampler call
+VIEWS_PER_CALL = 16  # views per backbone call (and per sampler call for models without an estimate)
 
 
 @dataclass
@@ -58,6 +58,7 @@ class SegmentationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     num_proposals: int = 0
     coarse_instances: list[Instance] | None = None  # the coarse stage's answer, when asked for (keep_coarse)
+    batches: list[tuple[int, int, int]] = field(default_factory=list)  # per denoiser call: (views, members, objects)
 
 
 class Segmenter:
@@ -91,6 +92,9 @@ class Segmenter:
         ws = min(1.0, cfg.work_size / max(h, w))
         call = _Call(cfg, specs, img, torch.Generator().manual_seed(cfg.seed),
                      (max(1, round(h * ws)), max(1, round(w * ws))), ws)
+        for model in {id(self.coarse): self.coarse, id(self.refine): self.refine}.values():
+            if hasattr(model, "configure"):
+                model.configure(cfg)  # precision, caching, kernels: per-call settings
 
         t0 = time.perf_counter()
         grid = tuple(max(1, round(g * cfg.coarse_grid_scale)) for g in self.coarse.grid)
@@ -125,33 +129,44 @@ class Segmenter:
             coarse = instances if not do_refine else self._instances(
                 [(p, p.confidence, p.object_index) for p in proposals], call, "coarse")
         return SegmentationResult(instances, (h, w), "refined" if do_refine else "coarse", call.timings,
-                                  len(proposals), coarse)
+                                  len(proposals), coarse, call.batches)
 
     # ------------------------------------------------------------------------------------
     def _run_views(self, model: MaskModel, views: list[View], objects: list[list[ObjectSpec]],
                    stage: StageConfig, call: "_Call") -> list[list[Member]]:
-        """Sample every view with its objects; members grouped by object position."""
+        """Sample every view with its objects; members grouped by object position.
+
+        Work units are (view, object chunk); units with the same chunk size go through the
+        denoiser together, as many per call as the memory budget allows (the backbone runs
+        once per view)."""
         n_obj = len(objects[0])
         members: list[list[Member]] = [[] for _ in range(n_obj)]
         cap = call.cfg.max_objects_per_pass or model.object_capacity  # the per-call setting
         timings = call.timings
-        for start in range(0, len(views), VIEWS_PER_CALL):
-            chunk = views[start:start + VIEWS_PER_CALL]
-            objs = objects[start:start + VIEWS_PER_CALL]
-            t = time.perf_counter()
-            batch = torch.stack([v.render(call.img) for v in chunk])
-            feats = model.image_features(batch)
-            _add(timings, "features", t)
+        t = time.perf_counter()
+        feats = torch.cat([model.image_features(torch.stack([v.render(call.img) for v in views[i:i + VIEWS_PER_CALL]]))
+                           for i in range(0, len(views), VIEWS_PER_CALL)])
+        _add(timings, "features", t)
+        by_size: dict[int, list[tuple[int, int]]] = {}
+        for v in range(len(views)):
             for o0 in range(0, n_obj, cap):
+                by_size.setdefault(min(cap, n_obj - o0), []).append((v, o0))
+        for size in sorted(by_size, reverse=True):
+            units = by_size[size]
+            per_call = _units_per_call(model, size, stage.ensemble, call.cfg)
+            for u0 in range(0, len(units), per_call):
+                batch = units[u0:u0 + per_call]
                 t = time.perf_counter()
-                tf = _stack_templates(model, [o[o0:o0 + cap] for o in objs])
+                tf = _stack_templates(model, [objects[v][o0:o0 + size] for v, o0 in batch])
                 _add(timings, "template_features", t)
                 t = time.perf_counter()
-                probs = model.sample(feats, tf, stage.ensemble, stage, call.gen)  # (V, E, n, hm, wm)
+                idx = torch.tensor([v for v, _ in batch], device=feats.device)
+                probs = model.sample(feats[idx], tf, stage.ensemble, stage, call.gen)  # (U, E, n, hm, wm)
                 _add(timings, "sampling", t)
+                call.batches.append((len(batch), stage.ensemble, size))
                 t = time.perf_counter()
-                for v, view in enumerate(chunk):
-                    back, valid = view.to_input(probs[v].cpu(), call.work_hw, call.ws)
+                for u, (v, o0) in enumerate(batch):
+                    back, valid = views[v].to_input(probs[u].cpu(), call.work_hw, call.ws)
                     for e in range(back.shape[0]):
                         for k in range(back.shape[1]):
                             members[o0 + k].append(Member(back[e, k] * valid, valid))
@@ -236,6 +251,7 @@ class _Call:
     work_hw: tuple[int, int]  # the grid instances are aggregated on
     ws: float  # work grid / input pixels
     timings: dict[str, float] = field(default_factory=dict)
+    batches: list[tuple[int, int, int]] = field(default_factory=list)  # denoiser calls: (units, members, objects)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -286,6 +302,14 @@ def _stack_templates(model: MaskModel, objs: list[list[ObjectSpec]]) -> torch.Te
     for row in feats:
         rows.append(torch.stack([f[torch.arange(t_max) % f.shape[0]] for f in row]))
     return torch.stack(rows)
+
+
+def _units_per_call(model: MaskModel, n_objects: int, ensemble: int, cfg: PipelineConfig) -> int:
+    """(view, object chunk) units per denoiser call within the memory budget."""
+    estimate = getattr(model, "call_bytes", None)
+    if estimate is None:
+        return VIEWS_PER_CALL
+    return max(1, int(cfg.memory_budget_mb * 2**20 // max(1, estimate(n_objects, ensemble))))
 
 
 def _union_box(masks: list[torch.Tensor], ws: float, margin: float) -> tuple[float, float, float, float]:

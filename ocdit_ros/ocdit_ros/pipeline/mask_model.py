@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import OCDiT, SamplerConfig
+from ..model.edm import num_evaluations
 from .config import PipelineConfig, StageConfig
 
 
@@ -109,6 +111,7 @@ class OCDiTMaskModel:
         self.sdpa = True
         self.memory_budget = 4096 * 2**20
         self._compiled: tuple[str, bool] = ("off", False)
+        self.last_sample: dict[str, float] = {}  # the last sample call: stage times and counts
 
     def configure(self, cfg: PipelineConfig) -> None:
         """Apply a call's precision, caching, kernel and memory settings (cheap when unchanged)."""
@@ -200,11 +203,21 @@ class OCDiTMaskModel:
         and the sigmoid in float32 (thresholds act on these)."""
         sampler = SamplerConfig(num_steps=stage.num_steps, rho=stage.rho, s_churn=stage.s_churn)
         diffuser = self.model.diffuser
+        t0 = time.perf_counter()
         with self._kernels():
             with self._autocast():
                 cond = diffuser.condition(image_features, template_features)
                 latents = diffuser.sample(None, None, ensemble, sampler, generator=generator, cond=cond)
+            self._sync()
+            t1 = time.perf_counter()
             chunk = max(1, self.memory_budget // self.decode_bytes())
             probs = self.model.decode_masks(latents.float().flatten(0, 1), chunk)
+            self._sync()
+        self.last_sample = {"denoise_ms": (t1 - t0) * 1e3, "decode_ms": (time.perf_counter() - t1) * 1e3,
+                            "evaluations": num_evaluations(sampler.num_steps), "masks": probs.shape[0]}
         b, n = cond.num_images, cond.num_objects
         return probs.reshape(b, ensemble, n, *probs.shape[-2:])
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":  # honest stage timings
+            torch.cuda.synchronize(self.device)

@@ -51,6 +51,18 @@ class Instance:
 
 
 @dataclass
+class Batch:
+    """One sampler call: its stage, (view, object chunk) units, members and objects per unit, and
+    network evaluations (each over units x members rows of `objects` objects)."""
+
+    stage: str
+    units: int
+    members: int
+    objects: int
+    evaluations: int
+
+
+@dataclass
 class SegmentationResult:
     instances: list[Instance]
     image_size: tuple[int, int]
@@ -58,7 +70,7 @@ class SegmentationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     num_proposals: int = 0
     coarse_instances: list[Instance] | None = None  # the coarse stage's answer, when asked for (keep_coarse)
-    batches: list[tuple[int, int, int]] = field(default_factory=list)  # per denoiser call: (views, members, objects)
+    batches: list[Batch] = field(default_factory=list)  # one per denoiser call
 
 
 class Segmenter:
@@ -163,7 +175,12 @@ class Segmenter:
                 idx = torch.tensor([v for v, _ in batch], device=feats.device)
                 probs = model.sample(feats[idx], tf, stage.ensemble, stage, call.gen)  # (U, E, n, hm, wm)
                 _add(timings, "sampling", t)
-                call.batches.append((len(batch), stage.ensemble, size))
+                name = "refine" if stage is call.cfg.refine else "coarse"
+                done = getattr(model, "last_sample", None) or {}
+                for key in ("denoise_ms", "decode_ms"):
+                    if key in done:
+                        timings[f"{name}_{key[:-3]}"] = timings.get(f"{name}_{key[:-3]}", 0.0) + done[key]
+                call.batches.append(Batch(name, len(batch), stage.ensemble, size, int(done.get("evaluations", 0))))
                 t = time.perf_counter()
                 for u, (v, o0) in enumerate(batch):
                     back, valid = views[v].to_input(probs[u].cpu(), call.work_hw, call.ws)
@@ -251,7 +268,7 @@ class _Call:
     work_hw: tuple[int, int]  # the grid instances are aggregated on
     ws: float  # work grid / input pixels
     timings: dict[str, float] = field(default_factory=dict)
-    batches: list[tuple[int, int, int]] = field(default_factory=list)  # denoiser calls: (units, members, objects)
+    batches: list["Batch"] = field(default_factory=list)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -326,4 +343,4 @@ def _add(timings: dict[str, float], key: str, t0: float) -> None:
     timings[key] = timings.get(key, 0.0) + (time.perf_counter() - t0) * 1e3
 
 
-__all__ = ["Instance", "SegmentationResult", "Segmenter", "mask_bbox", "to_image_tensor"]
+__all__ = ["Batch", "Instance", "SegmentationResult", "Segmenter", "mask_bbox", "to_image_tensor"]

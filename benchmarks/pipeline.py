@@ -272,7 +272,7 @@ def print_table(report: dict) -> None:
     print(f"network evaluations: {100 * report['network_share']:.1f} % of the frame")
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -291,7 +291,11 @@ def main(argv=None) -> None:
     ap.add_argument("--no-ros", action="store_true", help="skip image decode and message building")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", help="also write the report here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     report = profile(args)
     print_table(report)
     if args.json:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import OCDiT
-from .aggregate import Member, Proposal, cluster_members, iou, member_mean, resolve_overlaps
+from .aggregate import Member, Proposal, cluster_members, ious, member_mean, resolve_overlaps
 from .config import PipelineConfig, StageConfig
 from .mask_model import MaskModel, OCDiTMaskModel, ObjectSpec, SpecCache
 from .views import View, augmentation_views, full_view, jittered_views, region_view
@@ -229,8 +229,7 @@ class Segmenter:
                 mean, var = member_mean(ms)
                 fg = mean > cfg.mask_threshold
                 score = float(mean[fg].mean()) if fg.any() else 0.0
-                masks = [(m.prob > cfg.mask_threshold) for m in ms]
-                agreement = sum(iou(mk, fg) for mk in masks) / len(masks)
+                agreement = ious(torch.stack([m.prob for m in ms]) > cfg.mask_threshold, fg).mean().item()
                 refined = Proposal(k, mean, var, p.support, p.confidence, agreement, len(ms))
                 if best is None or score > best[1]:
                     best = (refined, score, k)

@@ -213,3 +213,17 @@ def test_cached_sampling_matches_the_reference_path():
     assert out[True].shape == (2, 3, 128, 128)
     assert (out[True] - out[False]).abs().max() < 1e-5
     assert out[True].std() > 1e-3  # masks that depend on the input, not a constant
+
+
+def test_subpixel_upsample_equals_nearest_upsampling_then_conv():
+    from ocdit_ros.model.vae import Upsample
+
+    torch.manual_seed(0)
+    for channels in (16, 64):  # plain path and the four-phase path
+        up = Upsample(channels)
+        x = torch.randn(2, channels, 5, 7)
+        with torch.no_grad():
+            ref = up.conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+            out = up(x)
+        assert out.shape == (2, channels, 10, 14)
+        assert (out - ref).abs().max() < 1e-5 * ref.abs().max()

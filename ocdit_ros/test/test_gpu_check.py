@@ -22,8 +22,9 @@ def test_gpu_check_script_runs_on_cpu_at_the_tiny_config(tmp_path):
     settings = {(r["dtype"], r["cache"]) for r in rows if "total_s" in r}
     assert settings == {("float32", True), ("float32", False), ("bfloat16", True), ("bfloat16", False)}
     assert all(r["evaluations"] == 3 and 0 <= r["mask_mean"] <= 1 for r in rows)
-    cached = {r["cache"]: r["mask_mean"] for r in rows if r["dtype"] == "float32"}
-    assert abs(cached[True] - cached[False]) < 1e-5  # caching changes nothing
+    means = {(r["dtype"], r["cache"]): r["mask_mean"] for r in rows}
+    assert abs(means[("float32", True)] - means[("float32", False)]) < 1e-5  # caching changes nothing
+    assert means[("bfloat16", True)] != means[("float32", True)]  # bfloat16 really ran
     node = json.loads((tmp_path / "node_frames.json").read_text())["float32"]
     stages = {s["stage"]: s for s in node["stages"]}
     assert stages["coarse network evaluations"]["evaluations"] == 17 and node["frame_ms"] > 0

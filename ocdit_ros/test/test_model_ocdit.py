@@ -192,3 +192,38 @@ def test_config_validation_and_yaml_round_trip(tmp_path):
     (tmp_path / "bad.yaml").write_text("image_size: [112, 112]\nbackbone: {embed_dims: 3}\n")
     with pytest.raises(ValueError, match="unknown keys.*embed_dims.*backbone"):
         OCDiTConfig.from_yaml(tmp_path / "bad.yaml")
+
+
+def test_cached_sampling_matches_the_reference_path():
+    """Conditioning reused across evaluations and the shared-noise fast path give the same
+    masks as rebuilding everything at every evaluation (Diffuser.cache = False)."""
+    torch.manual_seed(3)
+    model = OCDiT.from_config(tiny()).eval()
+    with torch.no_grad():  # non-trivial adaLN (fresh models are adaLN-Zero: modulation would be 0)
+        for p in model.diffuser.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 112, 112, generator=g)
+    templates = torch.rand(2, 3, 2, 3, 42, 42, generator=g)
+    out = {}
+    for cache in (True, False):
+        model.diffuser.cache = cache
+        out[cache] = model.generate_segmentations(images, templates, 3, generator=torch.Generator().manual_seed(5))
+    model.diffuser.cache = True
+    assert out[True].shape == (2, 3, 128, 128)
+    assert (out[True] - out[False]).abs().max() < 1e-5
+    assert out[True].std() > 1e-3  # masks that depend on the input, not a constant
+
+
+def test_subpixel_upsample_equals_nearest_upsampling_then_conv():
+    from ocdit_ros.model.vae import Upsample
+
+    torch.manual_seed(0)
+    for channels in (16, 64):  # plain path and the four-phase path
+        up = Upsample(channels)
+        x = torch.randn(2, channels, 5, 7)
+        with torch.no_grad():
+            ref = up.conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+            out = up(x)
+        assert out.shape == (2, channels, 10, 14)
+        assert (out - ref).abs().max() < 1e-5 * ref.abs().max()

@@ -331,3 +331,41 @@ def test_several_instances_of_one_object_become_separate_instances():
     assert all(i.coarse_confidence == pytest.approx(0.5, abs=0.05) for i in result.instances)  # 2 of 4 members each
     # Blind averaging would have merged them; clustering keeps the ids distinct.
     assert sorted(i.instance_id for i in result.instances) == [1, 2]
+
+
+def test_per_call_max_objects_per_pass_is_honoured():
+    img, gt = scene()
+    oracle = ColourOracle(capacity=8)
+    seg = Segmenter(oracle, config=PipelineConfig(coarse=StageConfig(ensemble=1), refine_enabled=False, **LOOSE))
+    objs = [obj("red", RED), obj("blue", BLUE), obj("green", GREEN)]
+    seg.segment(img, objs)
+    assert oracle.calls == [(1, 3, 1)]  # one view, all objects in one pass by default
+    oracle.calls.clear()
+    result = seg.segment(img, objs, config=seg.config.replace(max_objects_per_pass=1))
+    # The per-call setting, not the constructor's: one object per pass, the three passes batched.
+    assert oracle.calls == [(3, 1, 1)]
+    check_instances(result, gt)
+
+
+class Archived:
+    """A template-archive-like object (id + to_tensor()) that counts its conversions."""
+
+    def __init__(self, name, colour):
+        self.id, self.colour, self.converted = name, colour, 0
+
+    def to_tensor(self):
+        self.converted += 1
+        return torch.tensor(self.colour).reshape(1, 3, 1, 1).expand(3, 3, 14, 14).clone()
+
+
+def test_objects_are_converted_once_across_frames():
+    img, gt = scene()
+    seg = Segmenter(ColourOracle(), config=PipelineConfig(coarse=StageConfig(ensemble=1), refine_enabled=False,
+                                                          **LOOSE))
+    objs = [Archived("red", RED), Archived("blue", BLUE)]
+    for _ in range(3):
+        check_instances(seg.segment(img, objs), gt)
+    assert [o.converted for o in objs] == [1, 1] and seg.specs.conversions == 2
+    fresh = [Archived("red", RED), objs[1]]  # a new object is converted, the kept one is not
+    seg.segment(img, fresh)
+    assert fresh[0].converted == 1 and objs[1].converted == 1

@@ -38,7 +38,13 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         seq = self.norm(x.reshape(b, c, h * w)).transpose(1, 2)
-        out = self.linear(self.attention(seq, seq, seq, need_weights=False)[0])
+        # nn.MultiheadAttention's parameters through SDPA: its CPU fast path materialises the
+        # (h*w)^2 scores with slow batched matmuls (a third of a decode); same function.
+        mha = self.attention
+        heads = mha.num_heads
+        q, k, v = F.linear(seq, mha.in_proj_weight, mha.in_proj_bias).view(b, h * w, 3, heads, c // heads).unbind(2)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = self.linear(mha.out_proj(out.transpose(1, 2).reshape(b, h * w, c)))
         return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -51,13 +57,35 @@ class Downsample(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1)))  # asymmetric pad: right/bottom only
 
 
+# Which 3x3 taps land on which of the two low-resolution rows (or columns) an output pixel of
+# phase 0 / 1 reads after a nearest 2x upsampling (rows y-1, y for phase 0; y, y+1 for phase 1).
+_PHASE_TAPS = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+
+
 class Upsample(nn.Module):
+    """Nearest 2x upsampling then a 3x3 convolution. With many channels it is computed as four
+    2x2 convolutions on the low-resolution input (one per output phase): the same function with
+    16/36 of the multiply-adds (measured 1.7-1.9x faster at 128-256 channels on the CPU; at 32
+    channels the interleaving costs more than it saves, so the plain path is kept there)."""
+
+    SUBPIXEL_MIN_CHANNELS = 64
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        b, ch, h, w = x.shape
+        if ch < self.SUBPIXEL_MIN_CHANNELS:
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        taps = _PHASE_TAPS.to(x.device, self.conv.weight.dtype)
+        # kernels[a, c] = R_a W R_c^T over the kernel's rows and columns: (2, 2, out, in, 2, 2)
+        kernels = torch.einsum("ari,oqij,csj->acoqrs", taps, self.conv.weight, taps).to(x.dtype)
+        xp = F.pad(x, (1, 1, 1, 1))
+        bias = None if self.conv.bias is None else self.conv.bias.to(x.dtype)
+        rows = [torch.stack([F.conv2d(xp[:, :, a:a + h + 1, c:c + w + 1], kernels[a, c], bias) for c in (0, 1)], -1)
+                for a in (0, 1)]
+        return torch.stack(rows, 3).reshape(b, -1, 2 * h, 2 * w)  # (B, C, H, 2, W, 2) -> (B, C, 2H, 2W)
 
 
 class Encoder(nn.Module):

@@ -42,24 +42,40 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a & b).sum().item() / union if union else 0.0
 
 
+def ious(masks: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """IoU of each of `masks` (K, H, W) with `other` (H, W) or with each of other (K, H, W)."""
+    inter = (masks & other).flatten(1).sum(1)
+    union = (masks | other).flatten(1).sum(1)
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter, dtype=torch.float32))
+
+
 def cluster_members(members: list[Member], object_index: int, threshold: float, min_iou: float,
                     min_area: int, min_support: float) -> list[Proposal]:
-    """Greedy IoU clustering of one object's members into proposals, best first."""
-    masks = [m.prob > threshold for m in members]
-    present = [i for i, mk in enumerate(masks) if mk.sum().item() >= max(min_area, 1)]
+    """Greedy IoU clustering of one object's members into proposals, best first.
+
+    Masks are held as one (K, H, W) stack so each step is one tensor op, not one per member."""
+    if not members:
+        return []
+    probs = torch.stack([m.prob for m in members])
+    masks = probs > threshold
+    valid = torch.stack([m.valid for m in members])
+    areas = masks.flatten(1).sum(1)
+    mean_fg = (probs * masks).flatten(1).sum(1) / areas.clamp_min(1)
+    present = [i for i in range(len(members)) if areas[i].item() >= max(min_area, 1)]
     # Most confident members seed clusters first.
-    present.sort(key=lambda i: -float(members[i].prob[masks[i]].mean()))
+    present.sort(key=lambda i: -float(mean_fg[i]))
     clusters: list[list[int]] = []
     cluster_masks: list[torch.Tensor] = []
     for i in present:
-        scores = [iou(masks[i], cm) for cm in cluster_masks]
-        best = max(range(len(scores)), key=scores.__getitem__, default=None)
-        if best is not None and scores[best] >= min_iou:
-            clusters[best].append(i)
-            cluster_masks[best] = _mean_prob(members, clusters[best])[0] > threshold
-        else:
-            clusters.append([i])
-            cluster_masks.append(masks[i])
+        if cluster_masks:
+            scores = ious(torch.stack(cluster_masks), masks[i])
+            best = int(scores.argmax())
+            if scores[best].item() >= min_iou:
+                clusters[best].append(i)
+                cluster_masks[best] = _mean_prob(members, clusters[best])[0] > threshold
+                continue
+        clusters.append([i])
+        cluster_masks.append(masks[i])
 
     proposals = []
     for idx, cmask in zip(clusters, cluster_masks):
@@ -67,11 +83,11 @@ def cluster_members(members: list[Member], object_index: int, threshold: float, 
         if area == 0:
             continue
         # Members that saw (most of) this instance are its voters.
-        voters = [j for j, m in enumerate(members) if (m.valid & cmask).sum().item() >= 0.5 * area]
-        support = len(idx) / max(len(voters), len(idx))
+        voters = int(((valid & cmask).flatten(1).sum(1) >= 0.5 * area).sum())
+        support = len(idx) / max(voters, len(idx))
         prob, var = _mean_prob(members, idx)
         fg = prob[cmask].mean().item()
-        agreement = sum(iou(masks[j], cmask) for j in idx) / len(idx)
+        agreement = ious(masks[idx], cmask).mean().item()
         proposals.append(Proposal(object_index, prob, var, support, support * fg, agreement, len(idx)))
     proposals = [p for p in proposals if p.support >= min_support]
     proposals.sort(key=lambda p: -p.confidence)

@@ -21,9 +21,9 @@ RANGES: dict[str, tuple] = {
     "min_mask_area": (0, 1_000_000), "cluster_iou": (0.0, 1.0), "min_support": (0.0, 1.0),
     "proposal_threshold": (0.0, 1.0), "score_threshold": (0.0, 1.0), "max_instances": (1, 1000),
     "refine_margin": (0.0, 2.0), "refine_jitter": (0.0, 0.5), "max_objects_per_pass": (0, 256),
-    "work_size": (32, 4096), "seed": (0, 2**31 - 1),
+    "work_size": (32, 4096), "seed": (0, 2**31 - 1), "memory_budget_mb": (64, 1_000_000),
 }
-BOOLS = ("refine_enabled", "guided_augmentation", "relabel")
+BOOLS = ("refine_enabled", "guided_augmentation", "relabel", "cache", "sdpa", "cuda_graphs")
 
 
 def _check_ranges(obj, ranges: dict[str, tuple], prefix: str) -> None:
@@ -73,7 +73,16 @@ class PipelineConfig:
     work_size: int = 320  # longest side of the grid instances are aggregated on
     seed: int = 0
     device: str = "cpu"
-    dtype: str = "float32"  # bf16/fp16 autocast is used on CUDA only
+    # Autocast dtype of the backbone and the denoiser (CPU: bfloat16 only); the sampler state, the
+    # VAE decode and the mask probabilities stay float32.
+    dtype: str = "float32"
+    # Activation memory one denoiser call or VAE decode chunk may use; views, object chunks and
+    # masks per call are sized to it (estimate in OCDiTMaskModel.call_bytes).
+    memory_budget_mb: int = 4096
+    cache: bool = True  # reuse conditioning across sampler evaluations (False: the reference path)
+    sdpa: bool = True  # fused attention kernels (False: the math kernel, for reference)
+    compile: str = "off"  # torch.compile the denoiser: off, default, max-autotune (or a backend, e.g. aot_eager)
+    cuda_graphs: bool = False  # with compile on CUDA: capture the fixed-shape denoiser (reduce-overhead)
 
     def validate(self) -> "PipelineConfig":
         self.coarse.validate("coarse")
@@ -86,6 +95,12 @@ class PipelineConfig:
             raise ValueError(f"dtype={self.dtype!r}: choose one of {', '.join(DTYPES)}")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device={self.device!r}: must be a torch device name such as cpu or cuda:0")
+        if self.dtype == "float16" and not self.device.startswith("cuda"):
+            raise ValueError("dtype=float16 needs a CUDA device: use bfloat16 on the CPU")
+        if not self.compile or not isinstance(self.compile, str):
+            raise ValueError(f"compile={self.compile!r}: use off, default, max-autotune or a torch.compile backend name")
+        if self.cuda_graphs and (self.compile == "off" or not self.device.startswith("cuda")):
+            raise ValueError("cuda_graphs needs compile (e.g. compile=default) and a CUDA device")
         return self
 
     def replace(self, **changes: Any) -> "PipelineConfig":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ..model import OCDiT, SamplerConfig
-from .config import StageConfig
+from ..model.edm import num_evaluations
+from .config import PipelineConfig, StageConfig
 
 
 @dataclass
@@ -44,6 +47,31 @@ class ObjectSpec:
         if oid is None or not hasattr(obj, "to_tensor"):
             raise TypeError(f"cannot use {type(obj).__name__} as an object: need an id and to_tensor()")
         return cls(str(oid), obj.to_tensor())  # fingerprint: hash of the template pixels
+
+
+class SpecCache:
+    """ObjectSpecs of the objects a caller keeps passing (the node's library, frame after frame),
+    so they are converted and hashed once. Keyed by object identity (held weakly): an object's
+    templates are treated as fixed; pass a new object after changing them."""
+
+    def __init__(self) -> None:
+        self._specs: dict[int, tuple[weakref.ref, ObjectSpec]] = {}
+        self.conversions = 0
+
+    def get(self, obj) -> ObjectSpec:
+        if isinstance(obj, ObjectSpec):
+            return obj
+        entry = self._specs.get(id(obj))
+        if entry is not None and entry[0]() is obj:
+            return entry[1]
+        spec = ObjectSpec.coerce(obj)
+        self.conversions += 1
+        try:
+            ref = weakref.ref(obj, lambda _, key=id(obj): self._specs.pop(key, None))
+        except TypeError:  # not weak-referenceable: convert every time
+            return spec
+        self._specs[id(obj)] = (ref, spec)
+        return spec
 
 
 class MaskModel(Protocol):
@@ -80,6 +108,36 @@ class OCDiTMaskModel:
         self._weights_hash: str | None = None
         self.cache_hits = 0
         self.cache_misses = 0
+        self.sdpa = True
+        self.memory_budget = 4096 * 2**20
+        self._compiled: tuple[str, bool] = ("off", False)
+        self.last_sample: dict[str, float] = {}  # the last sample call: stage times and counts
+
+    def configure(self, cfg: PipelineConfig) -> None:
+        """Apply a call's precision, caching, kernel and memory settings (cheap when unchanged)."""
+        self.dtype = cfg.dtype
+        self.sdpa = cfg.sdpa
+        self.memory_budget = cfg.memory_budget_mb * 2**20
+        self.model.diffuser.cache = cfg.cache
+        if (cfg.compile, cfg.cuda_graphs) != self._compiled:
+            self.model.diffuser.compile_sampler(cfg.compile, cfg.cuda_graphs)
+            self._compiled = (cfg.compile, cfg.cuda_graphs)
+
+    def call_bytes(self, n_objects: int, ensemble: int) -> int:
+        """Rough activation memory of one (view, object chunk) unit in a denoiser call plus its
+        share of the VAE decode, in bytes (fp32; half precision needs less)."""
+        d = self.model.config.diffuser.hidden_size
+        heads = self.model.config.diffuser.num_heads
+        tokens = ensemble * n_objects * self.grid[0] * self.grid[1]
+        total = tokens * d * 4 * 16  # residual, normalised, q/k/v, MLP hidden (4D), outputs
+        if not self.sdpa:  # the math kernel holds every score matrix
+            total += ensemble * heads * (n_objects * self.grid[0] * self.grid[1]) ** 2 * 4
+        return total + ensemble * n_objects * self.decode_bytes()
+
+    def decode_bytes(self) -> int:
+        """Activation memory of decoding one mask: about 4 float32 maps of 32 channels at mask size."""
+        hm, wm = (g * self.mask_factor for g in self.grid)
+        return hm * wm * 32 * 4 * 4
 
     @property
     def weights_hash(self) -> str:
@@ -93,9 +151,16 @@ class OCDiTMaskModel:
         return self._weights_hash
 
     def _autocast(self):
-        if self.device.type == "cuda" and self.dtype != "float32":
-            return torch.autocast("cuda", dtype=getattr(torch, self.dtype))
+        if self.dtype != "float32" and self.device.type in ("cuda", "cpu"):
+            return torch.autocast(self.device.type, dtype=getattr(torch, self.dtype))
         return contextlib.nullcontext()
+
+    def _kernels(self):
+        if self.sdpa:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
 
     @torch.inference_mode()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -105,6 +170,8 @@ class OCDiTMaskModel:
     @torch.inference_mode()
     def template_features(self, obj: ObjectSpec) -> torch.Tensor:
         key = f"{obj.object_id}-{obj.fingerprint}-{self.weights_hash}-{self.template_size[0]}x{self.template_size[1]}"
+        if self.dtype != "float32":
+            key += f"-{self.dtype}"
         if key in self._memory:
             self.cache_hits += 1
             return self._memory[key]
@@ -133,7 +200,25 @@ class OCDiTMaskModel:
     @torch.inference_mode()
     def sample(self, image_features: torch.Tensor, template_features: torch.Tensor, ensemble: int,
                stage: StageConfig, generator: torch.Generator) -> torch.Tensor:
+        """(B, E, N, Hm, Wm) member probabilities: the denoiser under autocast, the VAE decode
+        and the sigmoid in float32 (thresholds act on these)."""
         sampler = SamplerConfig(num_steps=stage.num_steps, rho=stage.rho, s_churn=stage.s_churn)
-        with self._autocast():
-            cond = self.model.diffuser.condition(image_features, template_features)
-            return self.model.sample_masks(cond, ensemble, generator, sampler).float()
+        diffuser = self.model.diffuser
+        t0 = time.perf_counter()
+        with self._kernels():
+            with self._autocast():
+                cond = diffuser.condition(image_features, template_features)
+                latents = diffuser.sample(None, None, ensemble, sampler, generator=generator, cond=cond)
+            self._sync()
+            t1 = time.perf_counter()
+            chunk = max(1, self.memory_budget // self.decode_bytes())
+            probs = self.model.decode_masks(latents.float().flatten(0, 1), chunk)
+            self._sync()
+        self.last_sample = {"denoise_ms": (t1 - t0) * 1e3, "decode_ms": (time.perf_counter() - t1) * 1e3,
+                            "evaluations": num_evaluations(sampler.num_steps), "masks": probs.shape[0]}
+        b, n = cond.num_images, cond.num_objects
+        return probs.reshape(b, ensemble, n, *probs.shape[-2:])
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":  # honest stage timings
+            torch.cuda.synchronize(self.device)

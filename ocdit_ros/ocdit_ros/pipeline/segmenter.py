@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from ..model import OCDiT
-from .aggregate import Member, Proposal, cluster_members, iou, member_mean, resolve_overlaps
+from .aggregate import Member, Proposal, cluster_members, ious, member_mean, resolve_overlaps
 from .config import PipelineConfig, StageConfig
-from .mask_model import MaskModel, OCDiTMaskModel, ObjectSpec
+from .mask_model import MaskModel, OCDiTMaskModel, ObjectSpec, SpecCache
 from .views import View, augmentation_views, full_view, jittered_views, region_view
 
 MAX_SIDE = 8192
-VIEWS_PER_CALL = 16  # bounds memory of one backbone/sampler call
+VIEWS_PER_CALL = 16  # views per backbone call (and per sampler call for models without an estimate)
 
 
 @dataclass
@@ -51,6 +51,18 @@ class Instance:
 
 
 @dataclass
+class Batch:
+    """One sampler call: its stage, (view, object chunk) units, members and objects per unit, and
+    network evaluations (each over units x members rows of `objects` objects)."""
+
+    stage: str
+    units: int
+    members: int
+    objects: int
+    evaluations: int
+
+
+@dataclass
 class SegmentationResult:
     instances: list[Instance]
     image_size: tuple[int, int]
@@ -58,6 +70,7 @@ class SegmentationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     num_proposals: int = 0
     coarse_instances: list[Instance] | None = None  # the coarse stage's answer, when asked for (keep_coarse)
+    batches: list[Batch] = field(default_factory=list)  # one per denoiser call
 
 
 class Segmenter:
@@ -67,6 +80,7 @@ class Segmenter:
         self.coarse = self._wrap(coarse, cache_dir)
         # One model can do both stages (the paper found dedicated refine weights better).
         self.refine = self._wrap(refine, cache_dir) if refine is not None else self.coarse
+        self.specs = SpecCache()  # objects converted and hashed once, not on every frame
 
     def _wrap(self, model, cache_dir):
         if isinstance(model, OCDiT):
@@ -79,7 +93,7 @@ class Segmenter:
         """Segment `objects` in `image`. `stage="coarse"` stops after the coarse stage;
         `keep_coarse` also returns the coarse instances (coarse vs refined in one run)."""
         cfg = (config or self.config).validate()
-        specs = [ObjectSpec.coerce(o) for o in objects]
+        specs = [self.specs.get(o) for o in objects]
         if not specs:
             raise ValueError("no objects to segment: pass at least one object's templates")
         ids = [s.object_id for s in specs]
@@ -87,105 +101,126 @@ class Segmenter:
             raise ValueError(f"object ids must be unique, got {ids}")
         img = to_image_tensor(image)
         h, w = img.shape[-2:]
-        gen = torch.Generator().manual_seed(cfg.seed)
-        timings: dict[str, float] = {}
         ws = min(1.0, cfg.work_size / max(h, w))
-        work_hw = (max(1, round(h * ws)), max(1, round(w * ws)))
+        call = _Call(cfg, specs, img, torch.Generator().manual_seed(cfg.seed),
+                     (max(1, round(h * ws)), max(1, round(w * ws))), ws)
+        for model in {id(self.coarse): self.coarse, id(self.refine): self.refine}.values():
+            if hasattr(model, "configure"):
+                model.configure(cfg)  # precision, caching, kernels: per-call settings
 
         t0 = time.perf_counter()
         grid = tuple(max(1, round(g * cfg.coarse_grid_scale)) for g in self.coarse.grid)
         base = full_view(h, w, grid, self.coarse.patch_size)
         views = augmentation_views(base, cfg.coarse.augmentations, cfg.augmentation_zoom)
-        members = self._run_views(self.coarse, img, views, [specs] * len(views), cfg.coarse, gen, work_hw, ws, timings)
-        proposals = self._cluster(members, cfg, ws, timings)
+        members = self._run_views(self.coarse, views, [specs] * len(views), cfg.coarse, call)
+        proposals = self._cluster(members, call)
         if cfg.guided_augmentation and proposals:
             box = _union_box([p.mask(cfg.mask_threshold) for p in proposals], ws, margin=0.1)
             guided = region_view(box, (base.canvas_h, base.canvas_w))
-            extra = self._run_views(self.coarse, img, [guided], [specs], cfg.coarse, gen, work_hw, ws, timings)
+            extra = self._run_views(self.coarse, [guided], [specs], cfg.coarse, call)
             members = [m + e for m, e in zip(members, extra)]
-            proposals = self._cluster(members, cfg, ws, timings)
-        timings["coarse_total"] = (time.perf_counter() - t0) * 1e3
+            proposals = self._cluster(members, call)
+        call.timings["coarse_total"] = (time.perf_counter() - t0) * 1e3
         proposals = [p for p in proposals if p.confidence >= cfg.proposal_threshold][: cfg.max_instances]
 
         do_refine = stage == "refined" and cfg.refine_enabled and proposals
         t1 = time.perf_counter()
         if do_refine:
-            scored = self._refine(img, specs, proposals, cfg, gen, work_hw, ws, timings)
+            scored = self._refine(proposals, call)
             final = [(p, s, obj) for p, s, obj in scored if s >= cfg.score_threshold]
         else:
             final = [(p, p.confidence, p.object_index) for p in proposals]
-        timings["refine_total"] = (time.perf_counter() - t1) * 1e3 if do_refine else 0.0
+        call.timings["refine_total"] = (time.perf_counter() - t1) * 1e3 if do_refine else 0.0
 
         t2 = time.perf_counter()
-        instances = self._instances(final, specs, (h, w), cfg, "refined" if do_refine else "coarse")
-        timings["postprocess"] = (time.perf_counter() - t2) * 1e3
-        timings["total"] = (time.perf_counter() - t0) * 1e3
+        instances = self._instances(final, call, "refined" if do_refine else "coarse")
+        call.timings["postprocess"] = (time.perf_counter() - t2) * 1e3
+        call.timings["total"] = (time.perf_counter() - t0) * 1e3
         coarse = None
         if keep_coarse:
             coarse = instances if not do_refine else self._instances(
-                [(p, p.confidence, p.object_index) for p in proposals], specs, (h, w), cfg, "coarse")
-        return SegmentationResult(instances, (h, w), "refined" if do_refine else "coarse", timings, len(proposals),
-                                  coarse)
+                [(p, p.confidence, p.object_index) for p in proposals], call, "coarse")
+        return SegmentationResult(instances, (h, w), "refined" if do_refine else "coarse", call.timings,
+                                  len(proposals), coarse, call.batches)
 
     # ------------------------------------------------------------------------------------
-    def _run_views(self, model: MaskModel, img: torch.Tensor, views: list[View], objects: list[list[ObjectSpec]],
-                   stage: StageConfig, gen: torch.Generator, work_hw, ws, timings) -> list[list[Member]]:
-        """Sample every view with its objects; members grouped by object position."""
+    def _run_views(self, model: MaskModel, views: list[View], objects: list[list[ObjectSpec]],
+                   stage: StageConfig, call: "_Call") -> list[list[Member]]:
+        """Sample every view with its objects; members grouped by object position.
+
+        Work units are (view, object chunk); units with the same chunk size go through the
+        denoiser together, as many per call as the memory budget allows (the backbone runs
+        once per view)."""
         n_obj = len(objects[0])
         members: list[list[Member]] = [[] for _ in range(n_obj)]
-        cap = self.config.max_objects_per_pass or model.object_capacity
-        for start in range(0, len(views), VIEWS_PER_CALL):
-            chunk = views[start:start + VIEWS_PER_CALL]
-            objs = objects[start:start + VIEWS_PER_CALL]
-            t = time.perf_counter()
-            batch = torch.stack([v.render(img) for v in chunk])
-            feats = model.image_features(batch)
-            _add(timings, "features", t)
+        cap = call.cfg.max_objects_per_pass or model.object_capacity  # the per-call setting
+        timings = call.timings
+        t = time.perf_counter()
+        feats = torch.cat([model.image_features(torch.stack([v.render(call.img) for v in views[i:i + VIEWS_PER_CALL]]))
+                           for i in range(0, len(views), VIEWS_PER_CALL)])
+        _add(timings, "features", t)
+        by_size: dict[int, list[tuple[int, int]]] = {}
+        for v in range(len(views)):
             for o0 in range(0, n_obj, cap):
+                by_size.setdefault(min(cap, n_obj - o0), []).append((v, o0))
+        for size in sorted(by_size, reverse=True):
+            units = by_size[size]
+            per_call = _units_per_call(model, size, stage.ensemble, call.cfg)
+            for u0 in range(0, len(units), per_call):
+                batch = units[u0:u0 + per_call]
                 t = time.perf_counter()
-                tf = _stack_templates(model, [o[o0:o0 + cap] for o in objs])
+                tf = _stack_templates(model, [objects[v][o0:o0 + size] for v, o0 in batch])
                 _add(timings, "template_features", t)
                 t = time.perf_counter()
-                probs = model.sample(feats, tf, stage.ensemble, stage, gen)  # (V, E, n, hm, wm)
+                idx = torch.tensor([v for v, _ in batch], device=feats.device)
+                probs = model.sample(feats[idx], tf, stage.ensemble, stage, call.gen)  # (U, E, n, hm, wm)
                 _add(timings, "sampling", t)
+                name = "refine" if stage is call.cfg.refine else "coarse"
+                done = getattr(model, "last_sample", None) or {}
+                for key in ("denoise_ms", "decode_ms"):
+                    if key in done:
+                        timings[f"{name}_{key[:-3]}"] = timings.get(f"{name}_{key[:-3]}", 0.0) + done[key]
+                call.batches.append(Batch(name, len(batch), stage.ensemble, size, int(done.get("evaluations", 0))))
                 t = time.perf_counter()
-                for v, view in enumerate(chunk):
-                    back, valid = view.to_input(probs[v].cpu(), work_hw, ws)
+                for u, (v, o0) in enumerate(batch):
+                    back, valid = views[v].to_input(probs[u].cpu(), call.work_hw, call.ws)
                     for e in range(back.shape[0]):
                         for k in range(back.shape[1]):
                             members[o0 + k].append(Member(back[e, k] * valid, valid))
                 _add(timings, "mapping", t)
         return members
 
-    def _cluster(self, members: list[list[Member]], cfg: PipelineConfig, ws: float,
-                 timings: dict[str, float]) -> list[Proposal]:
+    def _cluster(self, members: list[list[Member]], call: "_Call") -> list[Proposal]:
         t0 = time.perf_counter()
-        min_area = math.ceil(cfg.min_mask_area * ws * ws)  # input pixels -> work-grid pixels
+        cfg = call.cfg
+        min_area = math.ceil(cfg.min_mask_area * call.ws * call.ws)  # input pixels -> work-grid pixels
         props = []
         for i, ms in enumerate(members):
             props += cluster_members(ms, i, cfg.mask_threshold, cfg.cluster_iou, min_area, cfg.min_support)
         props.sort(key=lambda p: -p.confidence)
-        _add(timings, "aggregation", t0)
+        _add(call.timings, "aggregation", t0)
         return props
 
-    def _refine(self, img, specs, proposals, cfg, gen, work_hw, ws, timings):
-        model = self.refine
+    def _refine(self, proposals: list[Proposal], call: "_Call"):
+        model, cfg, specs = self.refine, call.cfg, call.specs
         canvas = (model.grid[0] * model.patch_size, model.grid[1] * model.patch_size)
         candidates = list(range(len(specs))) if cfg.relabel else None
         views, objs, owners = [], [], []
         for pi, p in enumerate(proposals):
-            box = _union_box([p.mask(cfg.mask_threshold)], ws, margin=0.0)
-            crops = jittered_views(box, canvas, cfg.refine.augmentations, cfg.refine_margin, cfg.refine_jitter, gen)
+            box = _union_box([p.mask(cfg.mask_threshold)], call.ws, margin=0.0)
+            crops = jittered_views(box, canvas, cfg.refine.augmentations, cfg.refine_margin, cfg.refine_jitter,
+                                   call.gen)
             for k in (candidates if candidates is not None else [p.object_index]):
                 for v in crops:
                     views.append(v)
                     objs.append([specs[k]])
                     owners.append((pi, k))
-        members = self._run_views(model, img, views, objs, cfg.refine, gen, work_hw, ws, timings)[0]
+        members = self._run_views(model, views, objs, cfg.refine, call)[0]
         per_view = cfg.refine.ensemble
         grouped: dict[tuple[int, int], list[Member]] = {}
         for i, owner in enumerate(owners):
             grouped.setdefault(owner, []).extend(members[i * per_view:(i + 1) * per_view])
+        t0 = time.perf_counter()
         results = []
         for pi, p in enumerate(proposals):
             best = None
@@ -194,17 +229,18 @@ class Segmenter:
                 mean, var = member_mean(ms)
                 fg = mean > cfg.mask_threshold
                 score = float(mean[fg].mean()) if fg.any() else 0.0
-                masks = [(m.prob > cfg.mask_threshold) for m in ms]
-                agreement = sum(iou(mk, fg) for mk in masks) / len(masks)
+                agreement = ious(torch.stack([m.prob for m in ms]) > cfg.mask_threshold, fg).mean().item()
                 refined = Proposal(k, mean, var, p.support, p.confidence, agreement, len(ms))
                 if best is None or score > best[1]:
                     best = (refined, score, k)
             results.append(best)
+        _add(call.timings, "aggregation", t0)
         return results
 
-    def _instances(self, final, specs, hw, cfg, stage) -> list[Instance]:
+    def _instances(self, final, call: "_Call", stage: str) -> list[Instance]:
         if not final:
             return []
+        cfg, hw = call.cfg, tuple(call.img.shape[-2:])
         final = sorted(final, key=lambda f: -f[1])[: cfg.max_instances]
         probs = [F.interpolate(p.prob[None, None], size=hw, mode="bilinear", align_corners=False)[0, 0]
                  for p, _, _ in final]
@@ -215,9 +251,23 @@ class Segmenter:
                 continue
             var = F.interpolate(p.variance[None, None], size=hw, mode="bilinear", align_corners=False)[0, 0]
             m = mask.numpy()
-            out.append(Instance(specs[k].object_id, len(out) + 1, float(score), m, mask_bbox(m), float(p.agreement),
-                                var.numpy().astype(np.float32), stage, float(p.confidence)))
+            out.append(Instance(call.specs[k].object_id, len(out) + 1, float(score), m, mask_bbox(m),
+                                float(p.agreement), var.numpy().astype(np.float32), stage, float(p.confidence)))
         return out
+
+
+@dataclass
+class _Call:
+    """Everything one `segment` call works with: its config, objects, image and random stream."""
+
+    cfg: PipelineConfig
+    specs: list[ObjectSpec]
+    img: torch.Tensor  # (3, H, W) in [0, 1]
+    gen: torch.Generator
+    work_hw: tuple[int, int]  # the grid instances are aggregated on
+    ws: float  # work grid / input pixels
+    timings: dict[str, float] = field(default_factory=dict)
+    batches: list["Batch"] = field(default_factory=list)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -270,6 +320,14 @@ def _stack_templates(model: MaskModel, objs: list[list[ObjectSpec]]) -> torch.Te
     return torch.stack(rows)
 
 
+def _units_per_call(model: MaskModel, n_objects: int, ensemble: int, cfg: PipelineConfig) -> int:
+    """(view, object chunk) units per denoiser call within the memory budget."""
+    estimate = getattr(model, "call_bytes", None)
+    if estimate is None:
+        return VIEWS_PER_CALL
+    return max(1, int(cfg.memory_budget_mb * 2**20 // max(1, estimate(n_objects, ensemble))))
+
+
 def _union_box(masks: list[torch.Tensor], ws: float, margin: float) -> tuple[float, float, float, float]:
     """Input-pixel box around work-grid masks, grown by `margin` of its size."""
     union = torch.stack(masks).any(0)
@@ -284,4 +342,4 @@ def _add(timings: dict[str, float], key: str, t0: float) -> None:
     timings[key] = timings.get(key, 0.0) + (time.perf_counter() - t0) * 1e3
 
 
-__all__ = ["Instance", "SegmentationResult", "Segmenter", "mask_bbox", "to_image_tensor"]
+__all__ = ["Batch", "Instance", "SegmentationResult", "Segmenter", "mask_bbox", "to_image_tensor"]

@@ -18,7 +18,8 @@ import yaml
 from ..pipeline.build import SetupError, resolve_device
 from ..pipeline.config import RANGES, STAGE_RANGES, PipelineConfig
 
-# Every PipelineConfig setting except device and dtype (read-only parameters below): description.
+# Every PipelineConfig setting except device, dtype, compile and cuda_graphs (read-only parameters
+# below, fixed when the model is built): description.
 PIPELINE_PARAMS: dict[str, str] = {
     "coarse.ensemble": "noise seeds per view in the coarse stage",
     "coarse.augmentations": "spatial views in the coarse stage (1 = full image only)",
@@ -47,6 +48,9 @@ PIPELINE_PARAMS: dict[str, str] = {
     "max_objects_per_pass": "objects per network pass (0 = the model's object capacity)",
     "work_size": "longest side in pixels of the grid instances are aggregated on",
     "seed": "sampling seed (same seed and image -> same result)",
+    "memory_budget_mb": "activation memory one denoiser call or VAE decode chunk may use (MB); batches are sized to it",
+    "cache": "reuse the conditioning across sampler evaluations (off: the slower reference path)",
+    "sdpa": "fused attention kernels (off: the math kernel, for reference)",
 }
 
 # mono16/16UC1: 0 = background, instance ids (contact-graspnet style segmaps);
@@ -76,7 +80,9 @@ READ_ONLY: dict[str, tuple[Any, str]] = {
     "pipeline_config": ("", "pipeline YAML (as for ocdit segment --config): its values replace the "
                             "PipelineConfig defaults; pipeline parameters set explicitly win over it"),
     "device": ("cpu", "torch device: cpu, cuda or cuda:N (an unavailable CUDA device is refused)"),
-    "dtype": ("float32", "float32, bfloat16 or float16 (autocast on CUDA)"),
+    "dtype": ("float32", "float32, bfloat16 (autocast on CPU or CUDA) or float16 (CUDA only)"),
+    "compile": ("off", "torch.compile the denoiser: off, default, max-autotune or a backend name"),
+    "cuda_graphs": (False, "with compile on CUDA: capture the fixed-shape denoiser (reduce-overhead)"),
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage)"),
     "use_camera_info": (False, "subscribe camera_info: checks that image and calibration sizes agree "
                                "(a frequent remapping mistake) and reports it in /diagnostics"),
@@ -201,7 +207,8 @@ def declare_all(node) -> Declared:
     if ro["image_transport"] not in IMAGE_TRANSPORTS:
         raise SetupError("image_transport", f"{ro['image_transport']!r} is not supported", "use raw or compressed")
     try:
-        config = base.replace(**pipeline, device=ro["device"], dtype=ro["dtype"])
+        config = base.replace(**pipeline, device=ro["device"], dtype=ro["dtype"], compile=ro["compile"],
+                              cuda_graphs=ro["cuda_graphs"])
     except ValueError as exc:
         setting = str(exc).split("=", 1)[0]
         raise SetupError(setting if setting in READ_ONLY or setting in PIPELINE_PARAMS else "pipeline", str(exc)) from None

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default model (ocdit_ros/weights/MODEL_CARD.md) from nothing but Debian's
+# The default-model recipe, v2 (`small16`, docs/training.md): reproduces the run in training from nothing but Debian's
 # sweethome3d-furniture. Every step resumes: run it again after an interruption (a run can span
 # sessions; each stage continues from the newest checkpoint in its run folder).
 # Usage: tools/train_default_model.sh WORK_DIR   (needs `make venv`; hours on 2 CPU cores, see the card)

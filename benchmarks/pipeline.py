@@ -115,9 +115,9 @@ def build_messages(result, shape):
     """The node's own InstanceArray conversion (None when the ROS layer is unavailable)."""
     from std_msgs.msg import Header
 
-    from ocdit_ros.ros.node import SegmentNode
+    from ocdit_ros.ros import messages
 
-    return SegmentNode._to_msg(None, Header(), result, shape)
+    return messages.instance_array(messages.rclpy_types(), Header(), result)
 
 
 def sync(device: torch.device) -> None:
@@ -129,10 +129,10 @@ def load_models(args):
     if args.weights == "none":
         torch.manual_seed(0)
         return OCDiT.from_config(load_config(args.config)), None
-    from ocdit_ros.model.default import resolve_weights
+    from ocdit_ros.pipeline.build import ModelFiles  # the node's and the CLI's weight resolution
 
-    coarse, refine = resolve_weights(None if args.weights == "default" else args.weights)
-    return load_model(coarse), load_model(refine) if refine else None
+    files = ModelFiles.resolve(None if args.weights == "default" else args.weights)
+    return load_model(files.weights), load_model(files.refine_weights) if files.refine_weights else None
 
 
 def profile(args) -> dict:
@@ -197,8 +197,8 @@ def profile(args) -> dict:
     def one_nfe(model_wrap, b):
         m = model_wrap.model
         c = m.config
-        imf = torch.rand(b.units, c.backbone.embed_dim, *c.grid, device=device)
-        tf = torch.rand(b.units, b.objects, n_templates, c.backbone.embed_dim, *c.template_grid, device=device)
+        imf = torch.rand(b.units, c.backbone.feature_dim, *c.grid, device=device)
+        tf = torch.rand(b.units, b.objects, n_templates, c.backbone.feature_dim, *c.template_grid, device=device)
         with torch.inference_mode():
             cond = m.diffuser.condition(imf, tf)
             x = torch.randn(b.units * b.members, b.objects, c.vae.z_channels, *c.grid, device=device)

@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_pipeline_profile_runs_and_its_stages_add_up(tmp_path):
+@pytest.mark.parametrize("weights", ["none", "default"])  # a random tiny model, the shipped model
+def test_pipeline_profile_runs_and_its_flops_match_the_analytic_count(tmp_path, weights):
     out = tmp_path / "profile.json"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "pipeline.py"), "--weights", "none", "--config", "tiny",
+    cmd = [sys.executable, str(REPO / "benchmarks" / "pipeline.py"), "--weights", weights, "--config", "tiny",
            "--device", "cpu", "--image", "60", "80", "--objects", "2", "--repeats", "1", "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -217,7 +217,7 @@ def test_training_loss_equals_the_fixture_checked_diffuser_loss(law):
     torch.manual_seed(21)
     eps = torch.randn(b * n, 4, 8, 8).reshape(b, n, 4, 8, 8)
     if law == "uniform":
-        u = 1 - torch.rand(b)  # forward_loss maps u -> 80 ... 0.002, sigma_from_uniform u -> 0.002 ... 80
+        u = torch.rand(b)  # forward_loss draws sigma as edm.sigma_from_uniform(rand), the one law
     else:
         u = torch.special.ndtr(torch.randn(b))
     noise = torch.randn(b, n, 4, 8, 8)

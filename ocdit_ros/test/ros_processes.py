@@ -24,6 +24,15 @@ NOT_INHERITED = ("_ROS_WHEELS_BOOTSTRAP_COMPLETE", "LD_LIBRARY_PATH", "PYTHONPAT
                  "CMAKE_PREFIX_PATH", "COLCON_PREFIX_PATH", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
+def wait_for(cond, what, timeout=30.0):
+    """Poll `cond` until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
 def clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     env.update(extra)

@@ -10,6 +10,7 @@ import weakref
 
 import numpy as np
 import pytest
+import ros_processes
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 is set up by `make test`")
 import trimesh  # noqa: E402
@@ -35,11 +36,7 @@ def templates_dir(tmp_path_factory):
 
 
 def wait_for(cond, what, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    return ros_processes.wait_for(cond, what, timeout)
 
 
 class Client:

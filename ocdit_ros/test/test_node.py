@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import ros_processes
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 is set up by `make test`")
 import trimesh  # noqa: E402
@@ -96,11 +97,7 @@ class Harness:
 
 
 def wait_for(cond, what, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    return ros_processes.wait_for(cond, what, timeout)
 
 
 @pytest.fixture(scope="module")

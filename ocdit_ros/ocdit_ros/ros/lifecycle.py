@@ -17,21 +17,16 @@ from __future__ import annotations
 import time
 
 import rclpy
-from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.task import Future
 
 from ..pipeline.build import SetupError
 from .node import SegmentCore, start
-from .parameters import builtin_error
 
 
 class SegmentLifecycleNode(SegmentCore, LifecycleNode):
     def __init__(self, node_name: str = "ocdit", **kwargs):
-        try:
-            super().__init__(node_name, **kwargs)
-        except ParameterException as exc:  # rclpy's own parameters, e.g. use_sim_time:=maybe
-            raise builtin_error(exc) from None
+        super().__init__(node_name, **kwargs)  # SegmentCore turns rclpy's parameter errors into ours
         try:
             self._setup_parameters()  # a bad parameter value is a start-up error, as for the plain node
         except BaseException:

@@ -93,6 +93,12 @@ class SegmentCore:
     services), `_activate` (subscribe, start the worker), `_deactivate`, `_cleanup` (free the model)."""
 
     # -- construction ------------------------------------------------------------------------
+    def __init__(self, node_name: str = "ocdit", **kwargs):
+        try:  # the rclpy Node (plain or lifecycle) that follows in the MRO
+            super().__init__(node_name, **kwargs)
+        except ParameterException as exc:  # rclpy's own parameters, e.g. use_sim_time:=maybe
+            raise builtin_error(exc) from None
+
     def _setup_parameters(self) -> None:
         self.frames, self.segmenter, self._worker, self.sub = LatestFrame(), None, None, None
         self.objects: dict = {}
@@ -456,10 +462,7 @@ class SegmentNode(SegmentCore, Node):
     """The plain node: configured and active from construction on."""
 
     def __init__(self, node_name: str = "ocdit", **kwargs):
-        try:
-            super().__init__(node_name, **kwargs)
-        except ParameterException as exc:  # rclpy's own parameters, e.g. use_sim_time:=maybe
-            raise builtin_error(exc) from None
+        super().__init__(node_name, **kwargs)
         try:
             self._setup_parameters()
             self._configure()

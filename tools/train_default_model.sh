@@ -3,7 +3,7 @@
 # sweethome3d-furniture. Every step resumes: run it again after an interruption (a run can span
 # sessions; each stage continues from the newest checkpoint in its run folder).
 # Usage: tools/train_default_model.sh WORK_DIR   (needs `make venv`; hours on 2 CPU cores, see the card)
-# Knobs (environment): TRAIN_SCENES (scenes of the train split), VAE_SCENES (the first N of them train
+# Knobs (environment): RESUME (committed run state to continue), TRAIN_SCENES (scenes of the train split), VAE_SCENES (the first N of them train
 # the mask VAE), COARSE_STEPS, REFINE_STEPS, THREADS (torch threads per run).
 set -euo pipefail
 work=${1:?usage: tools/train_default_model.sh WORK_DIR}
@@ -26,6 +26,14 @@ for d in "$work"/synth_vae/train/0*; do [ -e "$work/synth/train/${d##*/}" ] || c
 ocdit data scenes --split train --num-scenes "$train_scenes" --seed 0 --out "$work/synth" --objects "$work/objects"
 
 cfg=ocdit_ros/config/training/v2
+# A run can span sessions: stages not started in WORK yet begin from the committed state
+# (RESUME, default training/resume/v2: the VAE and the newest coarse/refine checkpoints).
+resume=${RESUME:-training/resume/v2}
+for stage in vae coarse refine; do
+    if [ -d "$resume/$stage" ] && [ ! -e "$work/runs/$stage" ]; then
+        mkdir -p "$work/runs" && cp -r "$resume/$stage" "$work/runs/$stage"
+    fi
+done
 ocdit train vae --config $cfg/vae.yaml --data "$work/synth_vae/train" --out "$work/runs/vae"
 # The two diffusion stages are independent: run them side by side, one core each.
 ocdit train coarse --config $cfg/coarse.yaml --data "$work/synth/train" --templates "$work/templates48" \

@@ -95,7 +95,7 @@ def run_node(image: np.ndarray, templates: Path, weights: str | None, extra: dic
     peer = rclpy.create_node("ocdit_demo", context=ctx)
     results: list = []
     peer.create_subscription(InstanceArray, "/ocdit/instances", results.append, 10)
-    camera = peer.create_publisher(Image, "/image", rclpy.qos.qos_profile_sensor_data)
+    camera = peer.create_publisher(Image, "/image", 1)  # reliable, as many camera drivers publish
     executor = rclpy.executors.MultiThreadedExecutor(context=ctx)
     executor.add_node(node)
     executor.add_node(peer)

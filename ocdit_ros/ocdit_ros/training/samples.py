@@ -166,16 +166,19 @@ class SampleSource:
     def _crop_masks(self, full_masks: list[np.ndarray], box) -> list[np.ndarray]:
         return [crop_resize(m, box, self.mask_size, Image.BILINEAR) > 127 for m in full_masks]
 
+    def _draw_colour(self, rng: np.random.Generator) -> np.ndarray | None:
+        """A new colour for one object with probability cfg.recolour_prob (no draw when it is 0)."""
+        p = self.cfg.recolour_prob
+        return random_recolour(rng) if p > 0 and rng.random() < p else None
+
     def _recolour(self, rgb: np.ndarray, im: GtImage, full_masks: list[np.ndarray],
                   rng: np.random.Generator) -> dict[int, np.ndarray]:
         """Recolour each object of the image (probability cfg.recolour_prob, one matrix per object
         id, shared by its instances) in place; returns obj_id -> matrix for its templates."""
         matrices: dict[int, np.ndarray] = {}
-        if self.cfg.recolour_prob <= 0:
-            return matrices
         for oid in sorted({i.obj_id for i in im.instances}):
-            if rng.random() < self.cfg.recolour_prob:
-                matrices[oid] = random_recolour(rng)
+            if (m := self._draw_colour(rng)) is not None:
+                matrices[oid] = m
         for inst, m in zip(im.instances, full_masks):
             if inst.obj_id in matrices:
                 sel = m > 127
@@ -225,8 +228,8 @@ class SampleSource:
         # Few absent objects (a small object set): the same one may fill several slots.
         for o in rng.choice(absent, size=missing, replace=len(absent) < missing) if missing else []:
             queries.append((int(o), np.zeros(self.mask_size, dtype=bool)))
-            if cfg.recolour_prob > 0 and rng.random() < cfg.recolour_prob:
-                colours.setdefault(int(o), random_recolour(rng))
+            if (m := self._draw_colour(rng)) is not None:
+                colours.setdefault(int(o), m)
         order = rng.permutation(n)
         queries = [queries[i] for i in order]
         image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR, _IMAGE_FILL), rng)
@@ -256,8 +259,8 @@ class SampleSource:
             present = {i.obj_id for i in im.instances}
             absent = [o for o in self.object_pool.tolist() if o not in present]
             obj, mask = int(rng.choice(absent)), np.zeros(self.mask_size, dtype=bool)
-            if cfg.recolour_prob > 0 and rng.random() < cfg.recolour_prob:
-                colours[obj] = random_recolour(rng)
+            if (m := self._draw_colour(rng)) is not None:
+                colours[obj] = m
         image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR, _IMAGE_FILL), rng)
         return {"images": image, "templates": self._templates([obj], rng, colours),
                 "masks": torch.from_numpy(mask[None]).float()}

@@ -92,6 +92,9 @@ class DiffuserConfig:
     P_mean: float = -0.4
     P_std: float = 1.2
     sigma_data: float = 0.5
+    # Our extension: add a template-match prior computed from the backbone's colour descriptor
+    # to each query's tokens (model/template_prior.py). Needs backbone.descriptor="colour_hist".
+    template_prior: bool = False
 
 
 @dataclass
@@ -153,6 +156,9 @@ class OCDiTConfig:
         if d.sigma_distribution not in ("uniform", "normal", "normal_trunc"):
             raise ValueError(f"diffuser.sigma_distribution={d.sigma_distribution!r}: use uniform, normal or normal_trunc")
         b.feature_dim  # raises on an unknown descriptor name
+        if d.template_prior and b.descriptor != "colour_hist":
+            raise ValueError(f"diffuser.template_prior needs backbone.descriptor='colour_hist' (it compares "
+                             f"colour histograms), got {b.descriptor!r}; set one or turn the other off")
         if len(self.vae.down_channels) != len(self.vae.up_channels):
             raise ValueError("vae.down_channels and vae.up_channels must have the same length")
 
@@ -316,7 +322,8 @@ def small16() -> OCDiTConfig:
     """`small` redesigned for unseen objects (issue 11): a 16x16 feature grid on 128 px inputs
     (8 px patches; objects of a 320x240 frame cover several patches in the coarse view), 48 px
     templates (6x6 patches), a 4x16x16 mask latent from a 3-stage VAE (128 px masks), and
-    a fixed colour descriptor beside the from-scratch ViT's features (model/descriptor.py).
+    a fixed colour descriptor beside the from-scratch ViT's features (model/descriptor.py),
+    from which a template-match prior is added to every query (model/template_prior.py).
     """
     base = small()
     return OCDiTConfig(
@@ -334,7 +341,8 @@ def small16() -> OCDiTConfig:
             num_groups=8,
             latent_attention_only=True,
         ),
-        diffuser=base.diffuser,  # the same 3-block, 96-d transformer as `small`
+        # The same 3-block, 96-d transformer as `small`, with the template-match prior.
+        diffuser=dataclasses.replace(base.diffuser, template_prior=True),
         sampler=base.sampler,
     )
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 DESCRIPTORS = ("none", "colour_hist")
 _BINS = 4
+HIST_CHANNELS = _BINS**3  # the histogram comes first; per-channel mean and std follow
 
 
 def descriptor_dim(name: str) -> int:

@@ -22,6 +22,7 @@ from . import edm
 from .blocks import Decoder, FinalLayer
 from .config import DiffuserConfig, SamplerConfig
 from .embed import MPFourier, QueryEmbedder, SigmaEmbedder, TemplateEmbedder
+from .template_prior import TemplatePrior
 
 
 @dataclass
@@ -35,11 +36,12 @@ class Condition:
     num_images: int
     num_objects: int
     features: tuple[torch.Tensor, torch.Tensor] | None = None  # what it was built from (reference path)
+    prior_tokens: torch.Tensor | None = None  # (B, N, P, D) template-match prior, if the model has one
 
 
 class Diffuser(nn.Module):
     def __init__(self, cfg: DiffuserConfig, image_grid: tuple[int, int], template_grid: tuple[int, int],
-                 feature_dim: int, latent_channels: int):
+                 feature_dim: int, latent_channels: int, descriptor_dim: int = 0):
         super().__init__()
         self.cfg = cfg
         self.latent_channels = latent_channels
@@ -51,6 +53,8 @@ class Diffuser(nn.Module):
         self.decoder = Decoder(d, cfg.num_heads, cfg.depth, cfg.mlp_ratio)
         self.final_layer = FinalLayer(d, latent_channels)
         self.logvar_mlp = nn.Sequential(MPFourier(128), nn.Linear(128, 1))
+        # Our extension (model/template_prior.py); absent in the official architecture.
+        self.template_prior = TemplatePrior(feature_dim, descriptor_dim, d) if cfg.template_prior else None
         self.cache = True  # False: the reference path (no work reused across evaluations)
         self._compiled = None  # compiled _network_shared (compile_sampler)
         self._init_weights()
@@ -68,6 +72,8 @@ class Diffuser(nn.Module):
                 nn.init.zeros_(sub.adaLN_modulation[1].bias)
         nn.init.zeros_(self.final_layer.adaLN_modulation[1].weight)
         nn.init.zeros_(self.final_layer.adaLN_modulation[1].bias)
+        if self.template_prior is not None:
+            self.template_prior.reset_parameters()  # zero: see model/template_prior.py
 
     @property
     def sigma_data(self) -> float:
@@ -93,6 +99,7 @@ class Diffuser(nn.Module):
             num_images=b,
             num_objects=n,
             features=(image_features, template_features),
+            prior_tokens=None if self.template_prior is None else self.template_prior(image_features, template_features),
         )
 
     # -- network F -----------------------------------------------------------------------
@@ -116,6 +123,8 @@ class Diffuser(nn.Module):
 
         image_tokens = cond.image_tokens.repeat_interleave(e, dim=0)  # (B*E, P, D)
         tokens = image_tokens[:, None] + self.queries_embedder.latent_part(x, cond.class_pe)
+        if cond.prior_tokens is not None:
+            tokens = tokens + cond.prior_tokens.repeat_interleave(e, dim=0)
         for block, kv in zip(self.decoder.blocks, cond.template_kv):
             tokens = block(tokens, t, t_cross, kv)
         return self.final_layer(tokens, t, cond.grid)
@@ -139,7 +148,10 @@ class Diffuser(nn.Module):
         b, n = cond.num_images, cond.num_objects
         silu_t1 = F.silu(self.sigma_embedder(c_noise.reshape(1)))  # (1, D), as every adaLN takes it
         latent = self.queries_embedder.latent_part(x, cond.class_pe)  # (B*E, N, P, D)
-        tokens = (latent.view(b, e, *latent.shape[1:]) + cond.image_tokens[:, None, None]).flatten(0, 1)
+        tokens = latent.view(b, e, *latent.shape[1:]) + cond.image_tokens[:, None, None]
+        if cond.prior_tokens is not None:
+            tokens = tokens + cond.prior_tokens[:, None]
+        tokens = tokens.flatten(0, 1)
         for block, kv in zip(self.decoder.blocks, cond.template_kv):
             tokens = block.forward_shared(tokens, silu_t1, kv)
         return self.final_layer.forward_shared(tokens, silu_t1, cond.grid)

@@ -55,7 +55,8 @@ class OCDiT(nn.Module):
         self.feature_extractor = FeatureExtractor(config.backbone)
         self.vae = BinaryMaskVAE(config.vae)
         self.diffuser = Diffuser(config.diffuser, config.grid, config.template_grid,
-                                 config.backbone.feature_dim, config.vae.z_channels)
+                                 config.backbone.feature_dim, config.vae.z_channels,
+                                 descriptor_dim=config.backbone.feature_dim - config.backbone.embed_dim)
         # Official attribute (a plain dict); edit it to change the sampler.
         self.sampling_parameters: dict[str, Any] = config.sampler.as_official_dict()
 

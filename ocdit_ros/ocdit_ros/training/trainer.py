@@ -67,7 +67,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 def build_model(cfg: TrainConfig) -> OCDiT:
     """The model of a stage: the init weights' config (if stored) else `cfg.model`; VAE trainable only in its stage."""
-    stored = config_from_file(cfg.init) if cfg.init else None
+    stored = config_from_file(cfg.init) if cfg.init and not cfg.init_partial else None
     model_cfg = stored or load_config(cfg.model)
     model_cfg.vae.trainable = cfg.stage == "vae"
     if stored is not None:
@@ -78,7 +78,7 @@ def build_model(cfg: TrainConfig) -> OCDiT:
     else:
         model = OCDiT.from_config(model_cfg)
     if cfg.init:
-        load_weights(model, cfg.init)
+        load_weights(model, cfg.init, strict=not cfg.init_partial)
     if cfg.stage == "vae":
         model.requires_grad_(False)
         model.vae.requires_grad_(True)

@@ -18,8 +18,9 @@ class TrainConfig:
     model: str = "tiny"  # preset name or model YAML (ocdit_ros.model.load_config)
     init: str | None = None  # weights to start from: the VAE run for coarse/refine, or a checkpoint to fine-tune
     # False: the model is the one stored with `init` (all its weights load). True: the model is
-    # `model`; `init` gives every weight whose name and shape it has, and modules it lacks keep their
-    # initialisation (to grow a trained model, e.g. by the template prior, without starting over).
+    # `model` with the VAE settings stored with `init`; `init` gives every weight whose name and
+    # shape it has, and modules it lacks keep their initialisation (to grow a trained model, e.g.
+    # by the template prior, without starting over).
     init_partial: bool = False
     data: list[str] = field(default_factory=list)  # BOP split folders (e.g. DATA/train)
     templates: str = ""  # folder of template archives, one per obj_id (rendered if missing)

@@ -67,8 +67,12 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 def build_model(cfg: TrainConfig) -> OCDiT:
     """The model of a stage: the init weights' config (if stored) else `cfg.model`; VAE trainable only in its stage."""
-    stored = config_from_file(cfg.init) if cfg.init and not cfg.init_partial else None
+    stored = config_from_file(cfg.init) if cfg.init else None
     model_cfg = stored or load_config(cfg.model)
+    if stored is not None and cfg.init_partial:
+        # A grown model: `cfg.model`'s architecture, but the frozen VAE as stored (its latent
+        # scale, vae.raw_std, was measured on its data and belongs to its weights).
+        model_cfg = dataclasses.replace(load_config(cfg.model), vae=stored.vae)
     model_cfg.vae.trainable = cfg.stage == "vae"
     if stored is not None:
         # The init file holds the backbone: build without fetching backbone.weights (as load_model).

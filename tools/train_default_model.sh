@@ -4,7 +4,7 @@
 # sessions; each stage continues from the newest checkpoint in its run folder).
 # Usage: tools/train_default_model.sh WORK_DIR   (needs `make venv`; hours on 2 CPU cores, see the card)
 # Knobs (environment): RESUME (committed run state to continue), TRAIN_SCENES (scenes of the train split), VAE_SCENES (the first N of them train
-# the mask VAE), COARSE_STEPS, REFINE_STEPS, THREADS (torch threads per run).
+# the mask VAE), COARSE_STEPS, REFINE_STEPS (stage 2's), THREADS (torch threads per run).
 set -euo pipefail
 work=${1:?usage: tools/train_default_model.sh WORK_DIR}
 py=${PY:-.venv/bin/python}
@@ -27,20 +27,29 @@ ocdit data scenes --split train --num-scenes "$train_scenes" --seed 0 --out "$wo
 
 cfg=ocdit_ros/config/training/v2
 # A run can span sessions: stages not started in WORK yet begin from the committed state
-# (RESUME, default training/resume/v2: the VAE and the newest coarse/refine checkpoints).
+# (RESUME, default training/resume/v2: the VAE and the newest checkpoints of the other stages).
 resume=${RESUME:-training/resume/v2}
-for stage in vae coarse refine; do
+for stage in vae coarse refine coarse_prior refine_prior; do
     if [ -d "$resume/$stage" ] && [ ! -e "$work/runs/$stage" ]; then
         mkdir -p "$work/runs" && cp -r "$resume/$stage" "$work/runs/$stage"
     fi
 done
 ocdit train vae --config $cfg/vae.yaml --data "$work/synth_vae/train" --out "$work/runs/vae"
-# The two diffusion stages are independent: run them side by side, one core each.
+# Stage 1: coarse and refine without the template prior. The two diffusion stages are
+# independent: run them side by side, one core each. The committed coarse run stopped at step
+# 2400 of its 3000-step schedule (the point stage 2 grew from).
 ocdit train coarse --config $cfg/coarse.yaml --data "$work/synth/train" --templates "$work/templates48" \
-    --init "$work/runs/vae/model.safetensors" --out "$work/runs/coarse" ${COARSE_STEPS:+--steps $COARSE_STEPS} &
+    --init "$work/runs/vae/model.safetensors" --out "$work/runs/coarse" --stop-at 2400 &
 coarse=$!
 ocdit train refine --config $cfg/refine.yaml --data "$work/synth/train" --templates "$work/templates48" \
-    --init "$work/runs/vae/model.safetensors" --out "$work/runs/refine" ${REFINE_STEPS:+--steps $REFINE_STEPS}
+    --init "$work/runs/vae/model.safetensors" --out "$work/runs/refine"
 wait $coarse
-cp "$work/runs/coarse/model.safetensors" ocdit_ros/ocdit_ros/weights/default_coarse.safetensors
-cp "$work/runs/refine/model.safetensors" ocdit_ros/ocdit_ros/weights/default_refine.safetensors
+# Stage 2: both networks grown by the template-match prior (init_partial), trained on.
+ocdit train coarse --config $cfg/coarse_prior.yaml --data "$work/synth/train" --templates "$work/templates48" \
+    --init "$work/runs/coarse/model.safetensors" --out "$work/runs/coarse_prior" ${COARSE_STEPS:+--steps $COARSE_STEPS} &
+coarse=$!
+ocdit train refine --config $cfg/refine_prior.yaml --data "$work/synth/train" --templates "$work/templates48" \
+    --init "$work/runs/refine/model.safetensors" --out "$work/runs/refine_prior" ${REFINE_STEPS:+--steps $REFINE_STEPS}
+wait $coarse
+cp "$work/runs/coarse_prior/model.safetensors" ocdit_ros/ocdit_ros/weights/default_coarse.safetensors
+cp "$work/runs/refine_prior/model.safetensors" ocdit_ros/ocdit_ros/weights/default_refine.safetensors

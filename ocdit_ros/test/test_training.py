@@ -314,6 +314,33 @@ def test_cli_train_resumes_from_the_newest_checkpoint_and_restart_starts_over(da
     assert all(torch.equal(again[k], ref[k]) for k in ref)  # same seed from scratch: same weights
 
 
+def test_cli_stop_at_ends_early_on_the_full_schedule_and_the_run_continues(data, tmp_path, capsys):
+    import yaml
+    from safetensors.torch import load_file
+
+    from ocdit_ros.cli import main
+
+    # A decaying schedule: stopping at 3 of 6 must not compress the schedule into 3 steps.
+    cfg = _cfg("coarse", data, tmp_path, steps=6, warmup_steps=1, checkpoint_every=10)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+
+    def train(out, *extra):
+        assert main(["train", "coarse", "--config", str(config), "--out", str(out), "--device", "cpu", *extra]) == 0
+        capsys.readouterr()
+        return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+    whole = train(tmp_path / "whole")
+    first = train(tmp_path / "parts", "--stop-at", "3")
+    assert [r["step"] for r in first] == [1, 2, 3]
+    assert (tmp_path / "parts" / "last_checkpoint.txt").read_text() == "checkpoint_0000003.pt"
+    assert [r["lr"] for r in first] == [r["lr"] for r in whole[:3]]
+    both = train(tmp_path / "parts")  # continues to --steps from the checkpoint at 3
+    assert [r["step"] for r in both] == [1, 2, 3, 4, 5, 6]
+    ref, got = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "parts" / "model.safetensors"))
+    assert all(torch.equal(got[k], ref[k]) for k in ref)
+
+
 def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):
     from ocdit_ros.cli import main
 

@@ -1,4 +1,4 @@
-"""`ocdit train vae|coarse|refine --config train.yaml [--data DIR ...] [--out DIR] [--steps N]`.
+"""`ocdit train vae|coarse|refine --config train.yaml [--data DIR ...] [--out DIR] [--steps N] [--stop-at N]`.
 
 Resumes from the newest checkpoint in --out unless --restart; ends by exporting EMA weights to
 OUT/model.safetensors. Under `torchrun --nproc_per_node K -m ocdit_ros.cli train ...` it trains
@@ -24,6 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", help="model preset or YAML when --init carries no config")
     p.add_argument("--out", help="run folder: checkpoints, log.jsonl, tensorboard/, model.safetensors")
     p.add_argument("--steps", type=int, help="total optimiser steps (a resumed run continues up to this)")
+    p.add_argument("--stop-at", type=int, metavar="STEP",
+                   help="stop (checkpoint and export) at this step; the learning-rate schedule stays that of "
+                        "--steps, so a later call without it continues the same run")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--num-workers", type=int)
@@ -58,8 +61,9 @@ def run(args) -> int:
     if latest is not None:
         trainer.load_checkpoint(latest)
         print(f"resuming from {latest} (step {trainer.step})", file=sys.stderr)
-    if trainer.step < cfg.steps:
-        metrics = trainer.fit()
+    target = min(cfg.steps, args.stop_at) if args.stop_at else cfg.steps
+    if trainer.step < target:
+        metrics = trainer.fit(target)
         print({k: round(v, 5) for k, v in metrics.items()}, file=sys.stderr)
     path = trainer.export()
     if path is not None:

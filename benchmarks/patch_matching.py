@@ -11,6 +11,9 @@ Chance is 1 / (objects present). Options compared:
 - `vit`: the ViT part of a model's backbone (`--weights`; random initialisation without);
 - `vit+colour`: both, each L2-normalised, concatenated (what the small16 diffuser sees).
 
+`prior_iou`: the template-match prior alone (model/template_prior.py, no learning), per present
+object: IoU between its patches (as above) and the patches whose best-match score exceeds 0.6.
+
     .venv/bin/python benchmarks/patch_matching.py --dataset DATA --split val --templates T48 \
         [--weights runs/coarse/model.safetensors] [--max-images 40]
 """
@@ -31,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ocdit_ros"))
 
 from ocdit_ros.data.bop import open_split  # noqa: E402
 from ocdit_ros.model import OCDiT, load_model, small16  # noqa: E402
-from ocdit_ros.model.descriptor import patch_descriptor  # noqa: E402
+from ocdit_ros.model.descriptor import descriptor_dim, patch_descriptor  # noqa: E402
+from ocdit_ros.model.template_prior import TemplatePrior  # noqa: E402
 from ocdit_ros.templates.archive import load_archive  # noqa: E402
 
 
@@ -52,8 +56,11 @@ def run(args) -> dict:
     tsize = model.config.template_size[0]
     split = open_split(args.dataset, args.split, targets=None)
     right = {k: 0 for k in ("colour", "vit", "vit+colour")}
-    total, chance = 0, []
+    total, chance, prior_iou = 0, [], []
     protos: dict[int, dict[str, torch.Tensor]] = {}
+    template_desc: dict[int, torch.Tensor] = {}  # (V, 70, h, w) per object
+    dim = descriptor_dim("colour_hist")
+    prior = TemplatePrior(dim, dim, 1)
     for im in split.images[: args.max_images]:
         rgb = np.asarray(Image.open(im.rgb_path).convert("RGB"))
         h, w = rgb.shape[:2]
@@ -85,6 +92,12 @@ def run(args) -> dict:
                 fg = (F.avg_pool2d(tm, p) > 0.5).squeeze(1)  # (V, h, w)
                 protos[oid] = {k: F.normalize(f.permute(0, 2, 3, 1)[fg].mean(0), dim=0)
                                for k, f in features(model, t).items()}
+                template_desc[oid] = patch_descriptor(t, p, "colour_hist")
+        maps = prior.maps(patch_descriptor(x, p, "colour_hist"),
+                          torch.stack([template_desc[o] for o in present])[None])[0, :, :, 0]  # (O, P)
+        for j, oid in enumerate(present):
+            own, hit = labels.flatten() == oid, maps[j] > 0.6
+            prior_iou.append(float((own & hit).sum() / max(int((own | hit).sum()), 1)))
         feats = features(model, x)
         mask = labels >= 0
         truth = labels[mask]
@@ -98,6 +111,7 @@ def run(args) -> dict:
     return {"images": min(args.max_images, len(split.images)), "patches": total,
             "chance": round(float(np.mean(chance)), 3) if chance else None,
             "weights": args.weights or "random small16",
+            "prior_iou": round(float(np.mean(prior_iou)), 3) if prior_iou else None,
             **{k: round(v / max(total, 1), 3) for k, v in right.items()}}
 
 

@@ -278,6 +278,34 @@ def test_config_changes_apply_without_reloading(tiny_segmenter):
         tiny_segmenter.config.replace(ensemble=3)
 
 
+def test_the_full_view_grid_follows_the_models_full_view_scale_and_the_pipeline_scale():
+    """A model's config says at which grid it sees whole frames best (small16: twice its 16x16);
+    the pipeline's coarse_grid_scale multiplies on top. The coarse backbone gets that canvas."""
+    import dataclasses
+
+    from ocdit_ros.pipeline.mask_model import OCDiTMaskModel
+
+    class Recording(OCDiTMaskModel):  # the real model; remembers the canvases it was given
+        def image_features(self, images):
+            self.canvases.append(tuple(images.shape[-2:]))
+            return super().image_features(images)
+
+    img = np.zeros((120, 160, 3), np.uint8)
+    cfg = PipelineConfig(coarse=StageConfig(ensemble=1, num_steps=1), refine_enabled=False)
+    canvases = {}
+    for model_scale, pipeline_scale in ((1.0, 1.0), (2.0, 1.0), (2.0, 0.5)):
+        torch.manual_seed(0)
+        model = Recording(OCDiT.from_config(dataclasses.replace(tiny(), full_view_scale=model_scale)))
+        model.canvases = []
+        Segmenter(model, config=cfg.replace(coarse_grid_scale=pipeline_scale)).segment(img, _objs()[:1])
+        canvases[model_scale, pipeline_scale] = model.canvases[0]
+    assert canvases[1.0, 1.0] == (84, 112)  # tiny: 8x8 grid of 14 px, a 4:3 frame fills 6x8
+    assert canvases[2.0, 1.0] == (168, 224)
+    assert canvases[2.0, 0.5] == canvases[1.0, 1.0]
+    with pytest.raises(ValueError, match="full_view_scale"):
+        dataclasses.replace(tiny(), full_view_scale=10.0)
+
+
 @pytest.mark.parametrize("image,match", [
     (np.zeros((10, 10, 5), np.uint8), "must be"),
     (np.zeros((1, 10, 3), np.uint8), "outside the supported range"),

@@ -128,6 +128,10 @@ class OCDiTConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     diffuser: DiffuserConfig = field(default_factory=DiffuserConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    # The pipeline's full view of a camera frame uses grid * full_view_scale patches (before
+    # the pipeline's own coarse_grid_scale). A model trained on crops finds objects best at the
+    # scale its crops showed them: small16 sees a 320x240 frame's objects at twice the 16x16 size.
+    full_view_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.image_size = _pair(self.image_size, "image_size")
@@ -156,6 +160,8 @@ class OCDiTConfig:
         if d.sigma_distribution not in ("uniform", "normal", "normal_trunc"):
             raise ValueError(f"diffuser.sigma_distribution={d.sigma_distribution!r}: use uniform, normal or normal_trunc")
         b.feature_dim  # raises on an unknown descriptor name
+        if not 0.25 <= self.full_view_scale <= 4:
+            raise ValueError(f"full_view_scale={self.full_view_scale} must be in [0.25, 4]")
         if d.template_prior and b.descriptor != "colour_hist":
             raise ValueError(f"diffuser.template_prior needs backbone.descriptor='colour_hist' (it compares "
                              f"colour histograms), got {b.descriptor!r}; set one or turn the other off")

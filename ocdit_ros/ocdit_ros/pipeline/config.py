@@ -57,7 +57,8 @@ class PipelineConfig:
     # One extra coarse view tightly around the first pass's proposals (the paper's guided TTA).
     guided_augmentation: bool = False
     augmentation_zoom: float = 0.7  # side of the zoomed crops relative to the full view
-    # Scale of the coarse canvas relative to the model's trained grid (>1 interpolates encodings).
+    # Scale of the coarse canvas relative to the model's full-view grid (its trained grid times its
+    # config's full_view_scale; >1 interpolates encodings).
     coarse_grid_scale: float = 1.0
     mask_threshold: float = 0.5
     min_mask_area: int = 16  # input pixels; smaller member masks count as "object absent"

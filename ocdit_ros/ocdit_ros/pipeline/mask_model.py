@@ -77,6 +77,8 @@ class SpecCache:
 class MaskModel(Protocol):
     patch_size: int
     grid: tuple[int, int]
+    # Optional: the full view's grid relative to `grid` (OCDiTConfig.full_view_scale; 1 if absent).
+    full_view_scale: float
     object_capacity: int
     mask_factor: int  # mask pixels per patch
 
@@ -100,6 +102,7 @@ class OCDiTMaskModel:
         cfg = model.config
         self.patch_size = cfg.backbone.patch_size
         self.grid = cfg.grid
+        self.full_view_scale = cfg.full_view_scale
         self.template_size = tuple(s // self.patch_size * self.patch_size for s in cfg.template_size)
         self.object_capacity = cfg.diffuser.max_num_classes
         self.mask_factor = cfg.vae.downsampling
@@ -123,20 +126,22 @@ class OCDiTMaskModel:
             self.model.diffuser.compile_sampler(cfg.compile, cfg.cuda_graphs)
             self._compiled = (cfg.compile, cfg.cuda_graphs)
 
-    def call_bytes(self, n_objects: int, ensemble: int) -> int:
+    def call_bytes(self, n_objects: int, ensemble: int, grid: tuple[int, int] | None = None) -> int:
         """Rough activation memory of one (view, object chunk) unit in a denoiser call plus its
-        share of the VAE decode, in bytes (fp32; half precision needs less)."""
+        share of the VAE decode, in bytes (fp32; half precision needs less). `grid`: the view's
+        patches (default: the trained grid; a scaled full view has more)."""
         d = self.model.config.diffuser.hidden_size
         heads = self.model.config.diffuser.num_heads
-        tokens = ensemble * n_objects * self.grid[0] * self.grid[1]
+        patches = (grid or self.grid)[0] * (grid or self.grid)[1]
+        tokens = ensemble * n_objects * patches
         total = tokens * d * 4 * 16  # residual, normalised, q/k/v, MLP hidden (4D), outputs
         if not self.sdpa:  # the math kernel holds every score matrix
-            total += ensemble * heads * (n_objects * self.grid[0] * self.grid[1]) ** 2 * 4
-        return total + ensemble * n_objects * self.decode_bytes()
+            total += ensemble * heads * (n_objects * patches) ** 2 * 4
+        return total + ensemble * n_objects * self.decode_bytes(grid)
 
-    def decode_bytes(self) -> int:
+    def decode_bytes(self, grid: tuple[int, int] | None = None) -> int:
         """Activation memory of decoding one mask: about 4 float32 maps of 32 channels at mask size."""
-        hm, wm = (g * self.mask_factor for g in self.grid)
+        hm, wm = (g * self.mask_factor for g in (grid or self.grid))
         return hm * wm * 32 * 4 * 4
 
     @property
@@ -211,7 +216,7 @@ class OCDiTMaskModel:
                 latents = diffuser.sample(None, None, ensemble, sampler, generator=generator, cond=cond)
             self._sync()
             t1 = time.perf_counter()
-            chunk = max(1, self.memory_budget // self.decode_bytes())
+            chunk = max(1, self.memory_budget // self.decode_bytes(tuple(image_features.shape[-2:])))
             probs = self.model.decode_masks(latents.float().flatten(0, 1), chunk)
             self._sync()
         self.last_sample = {"denoise_ms": (t1 - t0) * 1e3, "decode_ms": (time.perf_counter() - t1) * 1e3,

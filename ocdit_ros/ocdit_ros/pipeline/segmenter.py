@@ -109,7 +109,8 @@ class Segmenter:
                 model.configure(cfg)  # precision, caching, kernels: per-call settings
 
         t0 = time.perf_counter()
-        grid = tuple(max(1, round(g * cfg.coarse_grid_scale)) for g in self.coarse.grid)
+        scale = cfg.coarse_grid_scale * getattr(self.coarse, "full_view_scale", 1.0)
+        grid = tuple(max(1, round(g * scale)) for g in self.coarse.grid)
         base = full_view(h, w, grid, self.coarse.patch_size)
         views = augmentation_views(base, cfg.coarse.augmentations, cfg.augmentation_zoom)
         members = self._run_views(self.coarse, views, [specs] * len(views), cfg.coarse, call)
@@ -165,7 +166,7 @@ class Segmenter:
                 by_size.setdefault(min(cap, n_obj - o0), []).append((v, o0))
         for size in sorted(by_size, reverse=True):
             units = by_size[size]
-            per_call = _units_per_call(model, size, stage.ensemble, call.cfg)
+            per_call = _units_per_call(model, size, stage.ensemble, call.cfg, tuple(feats.shape[-2:]))
             for u0 in range(0, len(units), per_call):
                 batch = units[u0:u0 + per_call]
                 t = time.perf_counter()
@@ -320,12 +321,13 @@ def _stack_templates(model: MaskModel, objs: list[list[ObjectSpec]]) -> torch.Te
     return torch.stack(rows)
 
 
-def _units_per_call(model: MaskModel, n_objects: int, ensemble: int, cfg: PipelineConfig) -> int:
-    """(view, object chunk) units per denoiser call within the memory budget."""
+def _units_per_call(model: MaskModel, n_objects: int, ensemble: int, cfg: PipelineConfig,
+                    grid: tuple[int, int]) -> int:
+    """(view, object chunk) units per denoiser call within the memory budget, for views of `grid` patches."""
     estimate = getattr(model, "call_bytes", None)
     if estimate is None:
         return VIEWS_PER_CALL
-    return max(1, int(cfg.memory_budget_mb * 2**20 // max(1, estimate(n_objects, ensemble))))
+    return max(1, int(cfg.memory_budget_mb * 2**20 // max(1, estimate(n_objects, ensemble, grid))))
 
 
 def _union_box(masks: list[torch.Tensor], ws: float, margin: float) -> tuple[float, float, float, float]:

@@ -34,7 +34,7 @@ PIPELINE_PARAMS: dict[str, str] = {
     "refine_enabled": "run the refine stage (off: publish coarse proposals)",
     "guided_augmentation": "extra coarse view around the first pass's proposals",
     "augmentation_zoom": "side of the zoomed coarse views relative to the full view",
-    "coarse_grid_scale": "coarse canvas relative to the model's trained grid (>1: finer, slower)",
+    "coarse_grid_scale": "coarse canvas relative to the model's full-view grid (>1: finer, slower)",
     "relabel": "refine each proposal against every object and keep the best",
     "mask_threshold": "probability above which a pixel belongs to a mask",
     "min_mask_area": "smallest member mask in input pixels; smaller ones count as 'object absent'",

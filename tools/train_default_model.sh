@@ -4,7 +4,7 @@
 # sessions; each stage continues from the newest checkpoint in its run folder).
 # Usage: tools/train_default_model.sh WORK_DIR   (needs `make venv`; hours on 2 CPU cores, see the card)
 # Knobs (environment): RESUME (committed run state to continue), TRAIN_SCENES (scenes of the train split), VAE_SCENES (the first N of them train
-# the mask VAE), COARSE_STEPS, REFINE_STEPS (stage 2's), THREADS (torch threads per run).
+# the mask VAE), COARSE_STEPS (stage 2), REFINE_STEPS (stage 3), THREADS (torch threads per run).
 set -euo pipefail
 work=${1:?usage: tools/train_default_model.sh WORK_DIR}
 py=${PY:-.venv/bin/python}
@@ -29,7 +29,7 @@ cfg=ocdit_ros/config/training/v2
 # A run can span sessions: stages not started in WORK yet begin from the committed state
 # (RESUME, default training/resume/v2: the VAE and the newest checkpoints of the other stages).
 resume=${RESUME:-training/resume/v2}
-for stage in vae coarse refine coarse_prior refine_prior; do
+for stage in vae coarse refine coarse_prior refine_prior refine_neg; do
     if [ -d "$resume/$stage" ] && [ ! -e "$work/runs/$stage" ]; then
         mkdir -p "$work/runs" && cp -r "$resume/$stage" "$work/runs/$stage"
     fi
@@ -49,7 +49,10 @@ ocdit train coarse --config $cfg/coarse_prior.yaml --data "$work/synth/train" --
     --init "$work/runs/coarse/model.safetensors" --out "$work/runs/coarse_prior" ${COARSE_STEPS:+--steps $COARSE_STEPS} &
 coarse=$!
 ocdit train refine --config $cfg/refine_prior.yaml --data "$work/synth/train" --templates "$work/templates48" \
-    --init "$work/runs/refine/model.safetensors" --out "$work/runs/refine_prior" ${REFINE_STEPS:+--steps $REFINE_STEPS}
+    --init "$work/runs/refine/model.safetensors" --out "$work/runs/refine_prior" --stop-at 2500
+# Stage 3 (refine only): wrong-object queries that name other objects of the same image.
+ocdit train refine --config $cfg/refine_neg.yaml --data "$work/synth/train" --templates "$work/templates48" \
+    --init "$work/runs/refine_prior/model.safetensors" --out "$work/runs/refine_neg" ${REFINE_STEPS:+--steps $REFINE_STEPS}
 wait $coarse
 cp "$work/runs/coarse_prior/model.safetensors" ocdit_ros/ocdit_ros/weights/default_coarse.safetensors
-cp "$work/runs/refine_prior/model.safetensors" ocdit_ros/ocdit_ros/weights/default_refine.safetensors
+cp "$work/runs/refine_neg/model.safetensors" ocdit_ros/ocdit_ros/weights/default_refine.safetensors

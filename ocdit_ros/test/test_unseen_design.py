@@ -118,6 +118,28 @@ def test_recoloured_objects_match_their_templates(separate, tmp_path):
     assert checked >= 5 and differs >= checked - 1
 
 
+def test_refine_negatives_can_ask_for_another_object_of_the_image(separate, tmp_path):
+    """present_negative_rate 1: every wrong-object query names another object of the image; the
+    target is that object's pixels in the crop (none here: the rectangles never share a crop
+    centre) and its templates show that object's colour, not the crop's centre object's."""
+    cfg = _cfg("refine", separate, tmp_path, false_positive_rate=1.0, present_negative_rate=1.0,
+               colour_jitter=0.0, refine_box_scale=(1.2, 1.2), refine_box_shift=0.0)
+    src = SampleSource(cfg, tiny(), load_template_bank(cfg.templates))
+    colours = {(220, 40, 40), (40, 220, 40), (40, 40, 220)}
+    for index in range(8):
+        s = src.sample(index)
+        centre = tuple(int(v) for v in (s["images"][:, 56, 56] * 255).round())
+        asked = tuple(int(v) for v in (s["templates"][0, 0][:, 21, 21] * 255).round())
+        near = lambda c: min(colours, key=lambda k: sum(abs(a - b) for a, b in zip(k, c)))  # noqa: E731
+        assert near(asked) != near(centre), (index, asked, centre)
+        # The 1.2x crop of a 22x30 rectangle holds at most slivers of its neighbours (3 px away).
+        assert s["masks"].mean() < 0.1
+    # Rate 0 keeps the old stream (absent objects only): the same samples as before the option.
+    old = SampleSource(_cfg("refine", separate, tmp_path, false_positive_rate=1.0), tiny(),
+                       load_template_bank(cfg.templates))
+    assert all(float(old.sample(i)["masks"].sum()) == 0 for i in range(4))
+
+
 def _prior_inputs():
     """One 16x16 image of four 8 px patches (red, green, grey, red/green) and templates of two
     objects (red; green), each a red or green square on the black rendering background."""

@@ -49,6 +49,10 @@ class TrainConfig:
     refine_box_scale: tuple[float, float] = (1.2, 1.9)  # refine crop side / instance box side
     refine_box_shift: float = 0.15  # refine: centre jitter, fraction of the box side
     false_positive_rate: float = 0.25  # refine: query an object that is not in the crop -> empty mask
+    # refine: of those wrong-object queries, the share that asks for another object of the same
+    # image (target: its pixels inside the crop, usually none) instead of an absent one, so the
+    # model must follow the templates rather than segment whatever is in the middle
+    present_negative_rate: float = 0.0
     colour_jitter: float = 0.2
     # coarse/refine: probability that an object gets a new colour (hue, saturation, brightness),
     # the same in the image and in its templates: new identities from known shapes

@@ -255,12 +255,19 @@ class SampleSource:
         mask = crop_resize(full_masks[k], box, self.mask_size, Image.BILINEAR) > 127
         obj = inst.obj_id
         if rng.random() < cfg.false_positive_rate:
-            # A proposal of the wrong object: the refine model must answer "nothing here".
+            # A proposal of the wrong object: the refine model must answer with that object's
+            # pixels in the crop, "nothing here" for an absent one.
             present = {i.obj_id for i in im.instances}
-            absent = [o for o in self.object_pool.tolist() if o not in present]
-            obj, mask = int(rng.choice(absent)), np.zeros(self.mask_size, dtype=bool)
-            if (m := self._draw_colour(rng)) is not None:
-                colours[obj] = m
+            others = sorted(present - {obj})
+            if others and cfg.present_negative_rate > 0 and rng.random() < cfg.present_negative_rate:
+                obj = int(rng.choice(others))
+                union = np.max([m for i, m in zip(im.instances, full_masks) if i.obj_id == obj], axis=0)
+                mask = crop_resize(union, box, self.mask_size, Image.BILINEAR) > 127
+            else:
+                absent = [o for o in self.object_pool.tolist() if o not in present]
+                obj, mask = int(rng.choice(absent)), np.zeros(self.mask_size, dtype=bool)
+                if (m := self._draw_colour(rng)) is not None:
+                    colours[obj] = m
         image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR, _IMAGE_FILL), rng)
         return {"images": image, "templates": self._templates([obj], rng, colours),
                 "masks": torch.from_numpy(mask[None]).float()}

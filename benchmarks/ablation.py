@@ -59,11 +59,14 @@ def main(argv=None) -> int:
 
     rows = {"ensemble": [], "steps": []}
     for e in args.ensembles:
-        r = run_point(args, out, f"ensemble_{e}", ["--ensemble", str(e), "--steps", str(args.default_steps)])
+        r = run_point(args, out, f"ensemble_{e}_steps_{args.default_steps}",
+                      ["--ensemble", str(e), "--steps", str(args.default_steps)])
         rows["ensemble"].append({"ensemble": e, "steps": args.default_steps, "ap": r["ap"], "ap50": r["ap50"],
                                  "seconds_per_image": r.get("timing", {}).get("mean_seconds_per_image")})
     for s in args.steps:
-        r = run_point(args, out, f"steps_{s}", ["--ensemble", str(args.default_ensemble), "--steps", str(s)])
+        # Named by both knobs: the point the two sweeps share is run once.
+        r = run_point(args, out, f"ensemble_{args.default_ensemble}_steps_{s}",
+                      ["--ensemble", str(args.default_ensemble), "--steps", str(s)])
         rows["steps"].append({"ensemble": args.default_ensemble, "steps": s, "ap": r["ap"], "ap50": r["ap50"],
                               "seconds_per_image": r.get("timing", {}).get("mean_seconds_per_image")})
     summary = {"dataset": args.dataset, "max_images": args.max_images, "weights": args.weights or "default",

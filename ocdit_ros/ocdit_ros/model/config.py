@@ -350,6 +350,9 @@ def small16() -> OCDiTConfig:
         # The same 3-block, 96-d transformer as `small`, with the template-match prior.
         diffuser=dataclasses.replace(base.diffuser, template_prior=True),
         sampler=base.sampler,
+        # Whole frames at twice the trained grid: training crops show objects larger than a
+        # 320x240 frame squeezed onto 16x12 patches (val AP 0.057 at 2x, 0.038 at 1.5x).
+        full_view_scale=2.0,
     )
 
 

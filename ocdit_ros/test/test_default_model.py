@@ -1,11 +1,12 @@
 """The shipped default model loads, and its refine stage segments unseen objects it is pointed at.
 
-Floor, from the model card (benchmarks/refine_iou.py on the val split, ensemble 4, 9 steps, box
-crops 1.5x): objects never trained on reach a mean IoU of about 0.7 with their own templates and
-about 0.4 when the same crops are asked for another object; an untrained diffuser scores about
-0 there. The test uses a scene of val objects made by the real generator (fixed seed) and fails
-if the weights stop segmenting (IoU below IOU_FLOOR) or stop using the templates (right not
-clearly above wrong). The full pipeline is checked to run on the scene; its AP is in the card.
+Floor, from the model card (benchmarks/refine_iou.py, val split, 60 instances, ensemble 4, 9 steps,
+box crops 1.5x): objects never trained on reach a mean IoU of 0.63 with their own templates and
+0.37 when the same crops are asked for another object. On this test's scene (val objects, the
+real generator, fixed seed) the shipped refine model measured 0.62 and 0.48 (2026-12-02) and a
+diffuser with untrained weights 0.000. The floor of 0.45 sits between, and "right clearly above
+wrong" fails if the weights stop using the templates. The full pipeline is checked to run on the
+scene; its AP is in the card.
 """
 
 import json
@@ -45,8 +46,9 @@ def test_shipped_refine_model_segments_unseen_objects_in_a_new_scene(tmp_path):
 
     library = tmp_path / "objects"
     lib.build_library(library, limit=40)  # the first 40 catalogue entries; their 5 val objects are used
-    cfg = SceneConfig(views=2, objects=(4, 4), distractors=(0, 0), camera_distance=(0.45, 0.55))
-    generate_split(library, tmp_path / "data", "val", 1, seed=7, cfg=cfg)
+    # Seed 2 at 0.6-0.8 m: 6 instances at least 30 % visible over the 2 views.
+    cfg = SceneConfig(views=2, objects=(4, 4), distractors=(0, 0), camera_distance=(0.6, 0.8))
+    generate_split(library, tmp_path / "data", "val", 1, seed=2, cfg=cfg)
     scene = tmp_path / "data" / "val" / "000000"
     cams, gts = (json.loads((scene / f).read_text()) for f in ("scene_camera.json", "scene_gt.json"))
     infos = json.loads((scene / "scene_gt_info.json").read_text())

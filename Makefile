@@ -58,7 +58,7 @@ test: venv
 	$(PY) -m pytest ocdit_ros/test -ra
 
 demo: venv
-	$(PY) -m ocdit_ros.demo --out demo_out --show-all
+	$(PY) -m ocdit_ros.demo --out demo_out
 
 bench: venv
 	$(PY) benchmarks/model.py

@@ -281,7 +281,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--image", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     ap.add_argument("--objects", type=int, default=5)
     ap.add_argument("--templates", type=int, default=8, help="templates per object")
-    ap.add_argument("--coarse-ensemble", type=int, default=4)
+    ap.add_argument("--coarse-ensemble", type=int, default=1)
     ap.add_argument("--coarse-augmentations", type=int, default=1)
     ap.add_argument("--refine-ensemble", type=int, default=2)
     ap.add_argument("--refine-augmentations", type=int, default=3)

@@ -103,6 +103,7 @@ def test_integer_for_a_float_parameter_is_accepted_and_unknown_names_are_reporte
     import rclpy
     from rclpy.parameter import Parameter
 
+    from ocdit_ros.pipeline import PipelineConfig
     from ocdit_ros.ros.node import SegmentNode
 
     ctx = rclpy.context.Context()
@@ -113,7 +114,7 @@ def test_integer_for_a_float_parameter_is_accepted_and_unknown_names_are_reporte
             Parameter("score_threshold", value=1), Parameter("coarse.ensembel", value=2)])
         try:
             assert node.config.score_threshold == 1.0 and isinstance(node.get_parameter("score_threshold").value, float)
-            assert node.config.coarse.ensemble == 4  # the typo did not set anything
+            assert node.config.coarse.ensemble == PipelineConfig().coarse.ensemble != 2  # the typo set nothing
         finally:
             node.destroy_node()
     finally:

@@ -135,7 +135,7 @@ class SegmentCore:
             self.get_logger().warning(f"no weights: RANDOM weights of model config {ro['model_config']!r} (testing only)")
         elif files.shipped:
             self.get_logger().info(f"no weights given: the shipped default model {files.weights.name} "
-                                   f"(synthetic-data toy model, see its MODEL_CARD.md)")
+                                   f"(small CPU-trained model, synthetic data; see its MODEL_CARD.md)")
         self.objects = load_objects(ro["templates_dir"])
         unknown = [o for o in self.node_params["active_objects"] if o and o not in self.objects]
         if unknown:

@@ -11,19 +11,11 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from ros_processes import wait_for  # noqa: E402  (30 s, polling every 20 ms)
+
 from ocdit_ros.ros.image_subscription import ImageSubscription, image_qos, resolve_reliability  # noqa: E402
 
-TIMEOUT = 30.0
 RELIABLE, BEST_EFFORT = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
-
-
-def wait_for(cond, what, timeout=TIMEOUT):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_best_available_rule():

@@ -132,7 +132,8 @@ class OCDiTMaskModel:
         patches (default: the trained grid; a scaled full view has more)."""
         d = self.model.config.diffuser.hidden_size
         heads = self.model.config.diffuser.num_heads
-        patches = (grid or self.grid)[0] * (grid or self.grid)[1]
+        gh, gw = grid or self.grid
+        patches = gh * gw
         tokens = ensemble * n_objects * patches
         total = tokens * d * 4 * 16  # residual, normalised, q/k/v, MLP hidden (4D), outputs
         if not self.sdpa:  # the math kernel holds every score matrix

@@ -169,3 +169,58 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                  "--objects", str(tmp_path / "nope")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "does not exist" in err and "ocdit data objects" in err and "\n" not in err
+
+
+# --- procedural objects (data/procedural.py) ---------------------------------------------------
+
+def test_procedural_objects_are_deterministic_textured_and_sized():
+    from ocdit_ros.data.procedural import SIZE_CM, procedural_mesh
+
+    a, name_a, _ = procedural_mesh(7, 3)
+    b, name_b, _ = procedural_mesh(7, 3)
+    c, _, _ = procedural_mesh(7, 4)
+    assert name_a == name_b
+    np.testing.assert_array_equal(a.vertices, b.vertices)
+    np.testing.assert_array_equal(np.asarray(a.visual.material.image), np.asarray(b.visual.material.image))
+    assert a.vertices.shape != c.vertices.shape or not np.allclose(a.vertices, c.vertices)
+    kinds = set()
+    for i in range(12):
+        m, _, kind = procedural_mesh(0, i)
+        kinds.add(kind)
+        v = np.asarray(m.vertices)
+        lo, hi = v.min(0), v.max(0)
+        assert SIZE_CM[0] * 10 - 1e-6 <= (hi - lo).max() <= SIZE_CM[1] * 10 + 1e-6  # mm
+        np.testing.assert_allclose((lo + hi) / 2, 0, atol=1e-6)  # centred, like the furniture models
+        uv = np.asarray(m.visual.uv)
+        assert uv.shape == (len(v), 2) and uv.min() >= 0 and uv.max() <= 1
+        assert len(np.unique(uv.round(3), axis=0)) > 4  # a real mapping, not one texel for all
+    assert len(kinds) >= 2
+
+
+def test_procedural_objects_join_train_only_and_keep_val_scenes(tmp_path):
+    """Val/test pools and so val/test scenes are identical with or without procedural objects."""
+    from ocdit_ros.data.procedural import FIRST_ID, add_procedural
+    from ocdit_ros.data.scenes import split_pool
+
+    lib_dir = tmp_path / "lib"
+    _box_models(lib_dir / "models")
+    (lib_dir / "objects.json").write_text(json.dumps({"version": 1, "objects": {
+        "1": {"name": "a", "split": "val"}, "2": {"name": "b", "split": "val"}, "5": {"name": "c", "split": "train"}}}))
+    cfg = SceneConfig(width=96, height=72, views=1, objects=(3, 4), distractors=(0, 0), camera_distance=(0.4, 0.5))
+    generate_split(lib_dir, tmp_path / "before", "val", 1, seed=2, cfg=cfg)
+    add_procedural(lib_dir, 5, seed=1)
+    assert split_pool(lib_dir, "val") == [1, 2]
+    assert split_pool(lib_dir, "train") == [5] + list(range(FIRST_ID, FIRST_ID + 5))
+    generate_split(lib_dir, tmp_path / "after", "val", 1, seed=2, cfg=cfg)
+    for name in ("rgb/000000.jpg", "scene_gt.json"):
+        assert (tmp_path / "before" / "val" / "000000" / name).read_bytes() == \
+            (tmp_path / "after" / "val" / "000000" / name).read_bytes()
+    ply = lib_dir / "models" / f"obj_{FIRST_ID + 4:06d}.ply"
+    assert trimesh.load(ply, process=False).visual.material.image is not None  # textured, like the furniture
+    generate_split(lib_dir, tmp_path / "train", "train", 1, seed=2, cfg=cfg)
+    drawn = {g["obj_id"] for g in json.loads((tmp_path / "train" / "train" / "000000" / "scene_gt.json").read_text())["0"]}
+    assert any(o >= FIRST_ID for o in drawn)  # the generator drops them into train scenes
+    again = add_procedural(lib_dir, 2, seed=1)  # fewer: the rest go, the furniture stays
+    assert sorted(map(int, again["objects"])) == [1, 2, 5, FIRST_ID, FIRST_ID + 1]
+    assert not (lib_dir / "models" / f"obj_{FIRST_ID + 4:06d}.ply").exists()
+    assert set(json.loads((lib_dir / "models" / "models_info.json").read_text())) == {"1", "2", "5", "10001", "10002"}

@@ -1,4 +1,5 @@
-"""`ocdit data objects --out DIR` and `ocdit data scenes --split S --num-scenes N --seed S --out DIR`."""
+"""`ocdit data objects --out DIR`, `ocdit data procedural --library DIR --count N` and
+`ocdit data scenes --split S --num-scenes N --seed S --out DIR`."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ from .objects import DEFAULT_FURNITURE_DIR, default_library_dir
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("data", help="build the object library and synthetic BOP scenes",
                               description="Synthetic BOP-format training and evaluation data.")
-    sub = p.add_subparsers(dest="data_command", metavar="{objects,scenes}", required=True)
+    sub = p.add_subparsers(dest="data_command", metavar="{objects,procedural,scenes}", required=True)
     o = sub.add_parser("objects", help="build the object library (BOP models/ + split) from Sweet Home 3D")
     o.add_argument("--out", required=True, help="library folder (models/, objects.json, ATTRIBUTION.md)")
     o.add_argument("--furniture", default=str(DEFAULT_FURNITURE_DIR),
                    help="folder with the .sh3f catalogues (Debian package sweethome3d-furniture)")
     o.add_argument("--limit", type=int, help="only the first N objects (quick tries)")
+    g = sub.add_parser("procedural", help="add procedural train objects (random shapes and textures) to a library")
+    g.add_argument("--library", required=True, help="library folder from 'ocdit data objects' (created if missing)")
+    g.add_argument("--count", type=int, required=True, help="how many (replaces earlier procedural objects)")
+    g.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("scenes", help="generate a split of physics-settled synthetic scenes in BOP format")
     s.add_argument("--split", required=True, choices=["train", "val", "test"],
                    help="which objects to drop (from objects.json); the output goes to OUT/<split>/")
@@ -41,6 +46,8 @@ def run(args) -> int:
     try:
         if args.data_command == "objects":
             return _objects(args)
+        if args.data_command == "procedural":
+            return _procedural(args)
         return _scenes(args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"ocdit data {args.data_command}: error: {exc}", file=sys.stderr)
@@ -56,6 +63,19 @@ def _objects(args) -> int:
         counts[o["split"]] = counts.get(o["split"], 0) + 1
     print(f"{len(payload['objects'])} objects in {Path(args.out) / 'models'} "
           f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}); {len(payload['skipped'])} skipped")
+    return 0
+
+
+def _procedural(args) -> int:
+    from .procedural import FIRST_ID, add_procedural
+
+    payload = add_procedural(args.library, args.count, args.seed, progress=_progress("procedural"))
+    kinds: dict[str, int] = {}
+    for k, o in payload["objects"].items():
+        if int(k) >= FIRST_ID:
+            kinds[o["category"]] = kinds.get(o["category"], 0) + 1
+    print(f"{args.count} procedural train objects (ids {FIRST_ID}..{FIRST_ID + args.count - 1}) in "
+          f"{Path(args.library) / 'models'}: {', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}")
     return 0
 
 

@@ -366,3 +366,87 @@ def test_sigma_laws_from_uniform_draws():
     assert logs.mean().item() == pytest.approx(-0.4, abs=0.03) and logs.std().item() == pytest.approx(1.2, abs=0.03)
     with pytest.raises(ValueError, match="unknown sigma distribution"):
         sigma_from_uniform(half, "cosine", 0, 1)
+
+
+# --- backbone pretraining by template matching (training/backbone_pretrain.py) ------------------
+
+def test_patch_labels_take_the_object_covering_more_than_half_a_patch():
+    from ocdit_ros.training.backbone_pretrain import patch_labels
+
+    a = np.zeros((16, 16), bool)
+    a[:8, :8] = True  # patch (0, 0) whole
+    a[8:11, 8:16] = True  # patch (1, 1): 24 of 64 pixels, not enough
+    b = np.zeros((16, 16), bool)
+    b[:, 8:] = True
+    b[8:11, 8:16] = False
+    labels = patch_labels([a, b], [3, 5], 8)
+    assert labels.tolist() == [[3, 5], [-1, 5]]  # (1, 1): b keeps 40 of 64 pixels
+
+
+def test_backbone_pretraining_learns_to_match_templates_and_writes_a_frozen_backbone(data, tmp_path):
+    from ocdit_ros.model import OCDiT
+    from ocdit_ros.training.backbone_pretrain import PretrainConfig, draw_sample, matching_loss, pretrain
+
+    split, templates = data
+    cfg = PretrainConfig(data=[str(split)], templates=str(templates), out=str(tmp_path / "bb"), model="tiny",
+                         steps=40, batch_size=2, lr=2e-3, templates_per_object=2, recolour_prob=0.0,
+                         colour_jitter=0.0, crop_scale=(0.9, 1.0), log_every=10)
+    torch.manual_seed(0)
+    untrained = OCDiT.from_config(tiny()).feature_extractor.model
+    path = pretrain(cfg, log=lambda row: None)
+    rows = [json.loads(line) for line in (tmp_path / "bb" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    model = load_model(path)
+    assert model.config.backbone.trainable is False  # later stages start from it frozen
+    # Fresh crops: the trained ViT puts each object's patches nearest its own templates.
+    from ocdit_ros.training.samples import load_template_bank
+
+    src = SampleSource(TrainConfig(stage="coarse", data=[str(split)], templates=str(templates), seed=99,
+                                   templates_per_object=2, crop_scale=(0.9, 1.0)), model.config,
+                       load_template_bank(templates))
+    batch = [draw_sample(src, np.random.default_rng([99, i]), model.config.backbone.patch_size) for i in range(4)]
+    with torch.no_grad():
+        _, acc = matching_loss(model.feature_extractor.model, batch, model.config.backbone.patch_size, 0.1)
+    assert acc >= 0.9
+    trained = model.feature_extractor.model.state_dict()
+    assert any(not torch.equal(v, trained[k]) for k, v in untrained.state_dict().items() if k != "mask_token")
+
+
+class _MeanColour(torch.nn.Module):
+    """A fixed 'ViT' whose patch token is the patch's mean colour: the loss can be worked by hand."""
+
+    def patch_tokens(self, x):
+        return torch.nn.functional.avg_pool2d(x * 0.5 + 0.5, 4).flatten(2).transpose(1, 2)
+
+
+def test_matching_loss_leaves_the_same_object_in_another_image_out():
+    from ocdit_ros.training.backbone_pretrain import matching_loss
+
+    red, green, blue = torch.tensor([1.0, 0, 0]), torch.tensor([0, 1.0, 0]), torch.tensor([0, 0, 1.0])
+
+    def item(left, right, ids):
+        img = torch.zeros(3, 4, 8)
+        img[:, :, :4], img[:, :, 4:] = left[:, None, None], right[:, None, None]
+        tpl = torch.stack([c[:, None, None].expand(3, 4, 4) for c in (left, right)])[:, None]  # (2, 1, 3, 4, 4)
+        return {"image": img, "labels": torch.tensor([[0, 1]]), "obj_ids": ids, "templates": tpl}
+
+    # Object 1 is red in both images; image 1 also holds a blue-green object 3.
+    batch = [item(red, green, [1, 2]), item(red, 0.6 * green + 0.8 * blue, [1, 3])]
+    loss, acc = matching_loss(_MeanColour(), batch, 4, 0.5)
+    protos = torch.nn.functional.normalize(torch.stack([red, green, red, 0.6 * green + 0.8 * blue]), dim=1)
+    feats = protos  # each patch is exactly its object's colour
+    logits = feats @ protos.T / 0.5
+    blocked = torch.tensor([[0, 0, 1, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    expected = torch.nn.functional.cross_entropy(logits.masked_fill(blocked, float("-inf")), torch.arange(4))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5) and acc == 1.0
+    unblocked = torch.nn.functional.cross_entropy(logits, torch.arange(4))
+    assert float(loss) < float(unblocked) - 0.1  # the duplicate would have counted as a hard negative
+
+
+def test_cli_train_backbone_errors_in_one_line(tmp_path, capsys):
+    from ocdit_ros.cli import main
+
+    code = main(["train", "backbone", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--data" in err and "--templates" in err and "\n" not in err

@@ -1,5 +1,8 @@
 """`ocdit train vae|coarse|refine --config train.yaml [--data DIR ...] [--out DIR] [--steps N] [--stop-at N]`.
 
+`ocdit train backbone --data DIR --templates DIR --out DIR` pretrains the ViT alone by template
+matching (training/backbone_pretrain.py); the diffusion-stage options do not apply to it.
+
 Resumes from the newest checkpoint in --out unless --restart; ends by exporting EMA weights to
 OUT/model.safetensors. Under `torchrun --nproc_per_node K -m ocdit_ros.cli train ...` it trains
 with DistributedDataParallel.
@@ -14,9 +17,9 @@ from .config import TrainConfig
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("train", help="train the mask VAE, the coarse or the refine model",
+    p = subparsers.add_parser("train", help="train the mask VAE, the coarse or the refine model (or pretrain the ViT)",
                               description="Train one stage on BOP-format scenes (docs/training.md).")
-    p.add_argument("stage", choices=["vae", "coarse", "refine"])
+    p.add_argument("stage", choices=["vae", "coarse", "refine", "backbone"])
     p.add_argument("--config", help="training YAML (TrainConfig fields); command-line options override it")
     p.add_argument("--data", nargs="+", help="BOP split folders, e.g. DATA/train")
     p.add_argument("--templates", help="template archives of the training objects (obj_XXXXXX.npz)")
@@ -36,17 +39,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    if args.stage == "backbone":
+        return _backbone(args)
     from .trainer import Trainer
 
     try:
-        raw = {}
-        if args.config:
-            import yaml
-            from pathlib import Path
-
-            if not Path(args.config).is_file():
-                raise FileNotFoundError(f"--config {args.config}: no such file")
-            raw = yaml.safe_load(Path(args.config).read_text()) or {}
+        raw = _yaml(args.config)
         raw["stage"] = args.stage
         for key in ("data", "templates", "init", "model", "out", "steps", "batch_size", "lr", "num_workers"):
             value = getattr(args, key)
@@ -74,3 +72,39 @@ def run(args) -> int:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def _backbone(args) -> int:
+    """Template-matching pretraining of the ViT; YAML keys are PretrainConfig fields."""
+    from dataclasses import fields
+
+    from .backbone_pretrain import PretrainConfig, pretrain
+
+    try:
+        raw = _yaml(args.config)
+        for key in ("data", "templates", "model", "out", "steps", "batch_size", "lr"):
+            if getattr(args, key) is not None:
+                raw[key] = getattr(args, key)
+        unknown = set(raw) - {f.name for f in fields(PretrainConfig)}
+        if unknown:
+            raise ValueError(f"unknown backbone pretraining option(s) {sorted(unknown)}")
+        if "crop_scale" in raw:
+            raw["crop_scale"] = tuple(raw["crop_scale"])
+        cfg = PretrainConfig(**raw).validate()
+        path = pretrain(cfg, log=lambda row: print(row, file=sys.stderr))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"ocdit train backbone: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"weights: {path}")
+    return 0
+
+
+def _yaml(path) -> dict:
+    if not path:
+        return {}
+    import yaml
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
+    return yaml.safe_load(Path(path).read_text()) or {}

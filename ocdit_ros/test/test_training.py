@@ -191,6 +191,35 @@ def test_export_holds_the_ema_weights_not_the_live_ones(data, tmp_path):
     assert all(torch.equal(v, live[k]) for k, v in trainer.model.state_dict().items())  # training untouched
 
 
+def test_backbone_init_replaces_the_backbone_and_keeps_it_frozen(data, tmp_path):
+    from ocdit_ros.model import OCDiT, small16
+    from ocdit_ros.model.weights import save_weights
+
+    torch.manual_seed(0)
+    vae = Trainer(_cfg("vae", data, tmp_path, steps=1), quiet=True)
+    vae.fit()
+    init = vae.export()
+    torch.manual_seed(5)
+    other = OCDiT.from_config(tiny())
+    save_weights(other, tmp_path / "backbone.safetensors")
+    trainer = Trainer(_cfg("coarse", data, tmp_path, steps=2, init=str(init),
+                           backbone_init=str(tmp_path / "backbone.safetensors")), quiet=True)
+    want = other.feature_extractor.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in trainer.model.feature_extractor.state_dict().items())
+    assert not any(p.requires_grad for p in trainer.model.feature_extractor.parameters())
+    diffuser = {k: v.clone() for k, v in trainer.model.diffuser.state_dict().items()}
+    trainer.fit()
+    assert all(torch.equal(v, want[k]) for k, v in trainer.model.feature_extractor.state_dict().items())
+    assert any(not torch.equal(v, diffuser[k]) for k, v in trainer.model.diffuser.state_dict().items())
+    exported = load_model(trainer.export())
+    assert exported.config.backbone.trainable is False
+    assert all(torch.equal(v, want[k]) for k, v in exported.feature_extractor.state_dict().items())
+    save_weights(OCDiT.from_config(small16()), tmp_path / "wrong.safetensors")
+    with pytest.raises(ValueError, match="does not fit this model"):
+        Trainer(_cfg("coarse", data, tmp_path / "w", steps=1, init=str(init),
+                     backbone_init=str(tmp_path / "wrong.safetensors")), quiet=True)
+
+
 @pytest.mark.parametrize("law", ["uniform", "normal"])
 def test_training_loss_equals_the_fixture_checked_diffuser_loss(law):
     """DiffusionLoss (what `ocdit train` optimises) == OCDiT.forward_loss, whose Diffuser.forward_loss

@@ -22,6 +22,9 @@ class TrainConfig:
     # shape it has, and modules it lacks keep their initialisation (to grow a trained model, e.g.
     # by the template prior, without starting over).
     init_partial: bool = False
+    # A model file (e.g. `ocdit train backbone`'s) whose backbone replaces the one of `init`, kept
+    # frozen: our stand-in for the paper's frozen DINOv2.
+    backbone_init: str | None = None
     data: list[str] = field(default_factory=list)  # BOP split folders (e.g. DATA/train)
     templates: str = ""  # folder of template archives, one per obj_id (rendered if missing)
     out: str = "runs/train"

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..model import OCDiT, load_config
-from ..model.weights import config_from_file, load_weights, save_weights
+from ..model.weights import config_from_file, load_weights, read_state_dict, save_weights
 from .config import TrainConfig
 from .losses import DiffusionLoss, VAELoss
 from .samples import SampleSource, load_template_bank
@@ -74,6 +74,8 @@ def build_model(cfg: TrainConfig) -> OCDiT:
         # scale, vae.raw_std, was measured on its data and belongs to its weights).
         model_cfg = dataclasses.replace(load_config(cfg.model), vae=stored.vae)
     model_cfg.vae.trainable = cfg.stage == "vae"
+    if cfg.backbone_init:
+        model_cfg.backbone = dataclasses.replace(model_cfg.backbone, trainable=False)
     if stored is not None:
         # The init file holds the backbone: build without fetching backbone.weights (as load_model).
         model = OCDiT.from_config(dataclasses.replace(model_cfg, backbone=dataclasses.replace(model_cfg.backbone,
@@ -83,6 +85,8 @@ def build_model(cfg: TrainConfig) -> OCDiT:
         model = OCDiT.from_config(model_cfg)
     if cfg.init:
         load_weights(model, cfg.init, strict=not cfg.init_partial)
+    if cfg.backbone_init:
+        load_backbone_from(model, cfg.backbone_init)
     if cfg.stage == "vae":
         model.requires_grad_(False)
         model.vae.requires_grad_(True)
@@ -93,6 +97,20 @@ def build_model(cfg: TrainConfig) -> OCDiT:
     # DINOv2's mask token is never used here; left trainable it would stall DDP's gradient buckets.
     model.feature_extractor.model.mask_token.requires_grad_(False)
     return model
+
+
+def load_backbone_from(model: OCDiT, path: str) -> None:
+    """Copy the ViT of another model file (same architecture) into `model`."""
+    prefix = "feature_extractor."
+    theirs = {k[len(prefix):]: v for k, v in read_state_dict(path).items() if k.startswith(prefix)}
+    mine = model.feature_extractor.state_dict()
+    if not theirs:
+        raise ValueError(f"backbone_init {path}: no backbone weights (feature_extractor.*) in the file")
+    wrong = sorted(k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape)
+    if wrong:
+        raise ValueError(f"backbone_init {path}: its backbone does not fit this model ({wrong[:3]} ...); "
+                         f"pretrain it with the same model preset")
+    model.feature_extractor.load_state_dict(theirs, strict=True)
 
 
 class EMA:

@@ -24,6 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", help="BOP split folders, e.g. DATA/train")
     p.add_argument("--templates", help="template archives of the training objects (obj_XXXXXX.npz)")
     p.add_argument("--init", help="weights to start from (the VAE run for coarse/refine)")
+    p.add_argument("--backbone-init", help="a model file whose backbone replaces --init's, frozen "
+                                           "(from 'ocdit train backbone')")
     p.add_argument("--model", help="model preset or YAML when --init carries no config")
     p.add_argument("--out", help="run folder: checkpoints, log.jsonl, tensorboard/, model.safetensors")
     p.add_argument("--steps", type=int, help="total optimiser steps (a resumed run continues up to this)")
@@ -46,7 +48,8 @@ def run(args) -> int:
     try:
         raw = _yaml(args.config)
         raw["stage"] = args.stage
-        for key in ("data", "templates", "init", "model", "out", "steps", "batch_size", "lr", "num_workers"):
+        for key in ("data", "templates", "init", "backbone_init", "model", "out", "steps", "batch_size", "lr",
+                    "num_workers"):
             value = getattr(args, key)
             if value is not None:
                 raw[key] = value

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -42,6 +43,10 @@ def prepare_scene(out: Path, seed: int, objects: int, width: int, height: int) -
     cfg = SceneConfig(width=width, height=height, views=1, objects=(objects, objects), distractors=(1, 2),
                       camera_distance=(0.5, 0.65), elevation_deg=(45.0, 70.0))
     dataset = out / "scene"
+    # A finished scene would be kept and an earlier run's templates queried too: start clean
+    # (the converted-mesh cache in dataset/.cache stays).
+    for stale in (dataset / "test", dataset / "templates"):
+        shutil.rmtree(stale, ignore_errors=True)
     generate_split(library, dataset, "test", 1, seed=seed, cfg=cfg)
     names = {int(k): v["name"] for k, v in json.loads((library / "objects.json").read_text())["objects"].items()}
     return dataset / "test" / "000000", names
@@ -216,9 +221,10 @@ def main(argv=None) -> int:
                 if f"obj_{g['obj_id']:06d}" == oid]
         truth = f"best IoU with its ground truth {max(ious):.2f}" if ious else "FALSE POSITIVE (not in the scene)"
         print(f"  {oid} score {score:.2f} area {int(mask.sum())} px: {truth}")
+    # What the line says: a visible target no prediction of its object overlaps with IoU > 0.5.
     missed = [f"obj_{g['obj_id']:06d}" for g, m, i in zip(gt, gt_masks, info)
-              if i["visib_fract"] >= 0.1 and not any(o == f"obj_{g['obj_id']:06d}" and (m & k).sum() > 0.5 * m.sum()
-                                                    for o, _, k in instances)]
+              if i["visib_fract"] >= 0.1
+              and not any(o == f"obj_{g['obj_id']:06d}" and (m & k).sum() > 0.5 * (m | k).sum() for o, _, k in instances)]
     if missed:
         print(f"  missed (IoU <= 0.5 or not found): {', '.join(missed)}")
     scores = scene_ap(scene.parent.parent, instances)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default-model recipe, v2 (`small16`, docs/training.md): reproduces the run in training from nothing but Debian's
+# The default-model recipe, v3 (`small16`, docs/training.md): reproduces the run in training from nothing but Debian's
 # sweethome3d-furniture. Every step resumes: run it again after an interruption (a run can span
 # sessions; each stage continues from the newest checkpoint in its run folder).
 # Usage: tools/train_default_model.sh WORK_DIR   (needs `make venv`; hours on 2 CPU cores, see the card)
@@ -27,11 +27,11 @@ ocdit data scenes --split train --num-scenes "$train_scenes" --seed 0 --out "$wo
 
 cfg=ocdit_ros/config/training/v2
 # A run can span sessions: stages not started in WORK yet begin from the committed state
-# (RESUME, default training/resume/v2: the VAE and the newest checkpoints of the other stages).
-resume=${RESUME:-training/resume/v2}
-for stage in vae coarse refine coarse_prior refine_prior refine_neg; do
-    if [ -d "$resume/$stage" ] && [ ! -e "$work/runs/$stage" ]; then
-        mkdir -p "$work/runs" && cp -r "$resume/$stage" "$work/runs/$stage"
+# (RESUME, default training/resume: the VAE and the newest checkpoints of the other stages).
+resume=${RESUME:-training/resume}
+for stage in v2/vae v2/coarse v2/refine v2/coarse_prior v2/refine_prior v2/refine_neg v3/backbone v3/coarse_bb; do
+    if [ -d "$resume/$stage" ] && [ ! -e "$work/runs/${stage#*/}" ]; then
+        mkdir -p "$work/runs" && cp -r "$resume/$stage" "$work/runs/${stage#*/}"
     fi
 done
 ocdit train vae --config $cfg/vae.yaml --data "$work/synth_vae/train" --out "$work/runs/vae"
@@ -54,5 +54,13 @@ ocdit train refine --config $cfg/refine_prior.yaml --data "$work/synth/train" --
 ocdit train refine --config $cfg/refine_neg.yaml --data "$work/synth/train" --templates "$work/templates48" \
     --init "$work/runs/refine_prior/model.safetensors" --out "$work/runs/refine_neg" ${REFINE_STEPS:+--steps $REFINE_STEPS}
 wait $coarse
-cp "$work/runs/coarse_prior/model.safetensors" ocdit_ros/ocdit_ros/weights/default_coarse.safetensors
+# Stage 4 (v3, coarse only): the ViT pretrained alone by template matching on the same scenes
+# (minutes; a finished run is kept), then frozen under coarse stage 2's diffuser, trained on.
+v3=ocdit_ros/config/training/v3
+[ -f "$work/runs/backbone/model.safetensors" ] || ocdit train backbone --config $v3/backbone.yaml \
+    --data "$work/synth/train" --templates "$work/templates48" --out "$work/runs/backbone"
+ocdit train coarse --config $v3/coarse_bb.yaml --data "$work/synth/train" --templates "$work/templates48" \
+    --init "$work/runs/coarse_prior/model.safetensors" --backbone-init "$work/runs/backbone/model.safetensors" \
+    --out "$work/runs/coarse_bb"
+cp "$work/runs/coarse_bb/model.safetensors" ocdit_ros/ocdit_ros/weights/default_coarse.safetensors
 cp "$work/runs/refine_neg/model.safetensors" ocdit_ros/ocdit_ros/weights/default_refine.safetensors

@@ -218,7 +218,8 @@ def test_procedural_objects_join_train_only_and_keep_val_scenes(tmp_path):
     ply = lib_dir / "models" / f"obj_{FIRST_ID + 4:06d}.ply"
     assert trimesh.load(ply, process=False).visual.material.image is not None  # textured, like the furniture
     generate_split(lib_dir, tmp_path / "train", "train", 1, seed=2, cfg=cfg)
-    drawn = {g["obj_id"] for g in json.loads((tmp_path / "train" / "train" / "000000" / "scene_gt.json").read_text())["0"]}
+    gt = json.loads((tmp_path / "train" / "train" / "000000" / "scene_gt.json").read_text())
+    drawn = {g["obj_id"] for g in gt["0"]}
     assert any(o >= FIRST_ID for o in drawn)  # the generator drops them into train scenes
     again = add_procedural(lib_dir, 2, seed=1)  # fewer: the rest go, the furniture stays
     assert sorted(map(int, again["objects"])) == [1, 2, 5, FIRST_ID, FIRST_ID + 1]

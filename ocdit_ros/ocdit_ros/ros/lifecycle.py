@@ -14,14 +14,12 @@ only while active).
 
 from __future__ import annotations
 
-import time
-
 import rclpy
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.task import Future
 
 from ..pipeline.build import SetupError
-from .node import SegmentCore, start
+from .node import SegmentCore, spin, start
 
 
 class SegmentLifecycleNode(SegmentCore, LifecycleNode):
@@ -100,14 +98,5 @@ def main(args=None) -> int:
     node, status = start(SegmentLifecycleNode, args)
     if node is None:
         return status
-    executor = rclpy.executors.MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin_until_future_complete(node.finished)
-        time.sleep(0.5)  # the shutdown request's response is still being sent by an executor thread
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin(node, until=node.finished)
     return 0

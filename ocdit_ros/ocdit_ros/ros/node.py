@@ -570,13 +570,23 @@ def check_params_files(argv) -> str | None:
     return None
 
 
-def spin(node) -> None:
+def spin(node, until=None) -> None:
+    """Serve `node` (until the future `until` completes, if given); Ctrl-C ends it quietly."""
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        executor.spin()
+        if until is None:
+            executor.spin()
+        else:
+            executor.spin_until_future_complete(until)
+            time.sleep(0.5)  # a shutdown service's response is still being sent by an executor thread
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except Exception:
+        # Ctrl-C between two waits: rclpy's handler has already shut the context down and the
+        # executor fails to build its wait set (RCLError) instead of raising the exception above.
+        if executor.context.ok():
+            raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -29,7 +29,7 @@ from ..model import OCDiT, load_config
 from ..model.weights import save_weights
 from .config import TrainConfig
 from .trainer import lr_factor
-from .samples import _IMAGE_FILL, SampleSource, _offset, crop_resize, load_template_bank
+from .samples import SampleSource, crop_resize, load_template_bank
 
 TEMPLATE_FG = 10  # uint8: templates are rendered on black; recolouring keeps black black
 
@@ -72,20 +72,11 @@ def patch_labels(masks: list[np.ndarray], owners: list[int], patch: int) -> torc
 
 def draw_sample(src: SampleSource, rng: np.random.Generator, patch: int) -> dict:
     """One crop: image (3, H, W), per-patch labels indexing `obj_ids`, templates (N, T, 3, S, S)."""
-    cfg = src.cfg
-    im = src.images[src.with_objects[rng.integers(len(src.with_objects))]]
-    rgb = src._load(im)
-    full = [src._mask(i) for i in im.instances]
-    colours = src._recolour(rgb, im, full, rng)
-    h, w = rgb.shape[:2]
-    side = rng.uniform(*cfg.crop_scale) * min(h, w)
-    x0, y0 = _offset(w, side, rng), _offset(h, side, rng)
-    box = (x0, y0, x0 + side, y0 + side)
-    size = src.image_size
-    masks = [crop_resize(m, box, size, Image.BILINEAR) > 127 for m in full]
+    im, rgb, full, colours, box = src.random_scene_crop(rng)  # the coarse stage's crops and recolouring
+    masks = [crop_resize(m, box, src.image_size, Image.BILINEAR) > 127 for m in full]  # at image size: per patch
     obj_ids = sorted({i.obj_id for i in im.instances})
     labels = patch_labels(masks, [obj_ids.index(i.obj_id) for i in im.instances], patch)
-    image = src._image_tensor(crop_resize(rgb, box, size, Image.BILINEAR, _IMAGE_FILL), rng)
+    image = src._crop_image(rgb, box, rng)
     return {"image": image, "labels": labels, "obj_ids": obj_ids, "templates": src._templates(obj_ids, rng, colours)}
 
 

@@ -159,6 +159,10 @@ class SampleSource:
         arr = np.stack(views)  # (N, T, S, S, 3)
         return torch.from_numpy(arr).permute(0, 1, 4, 2, 3).float() / 255
 
+    def _crop_image(self, rgb: np.ndarray, box, rng: np.random.Generator) -> torch.Tensor:
+        """The model's input crop of `box` (grey outside the image), colour-jittered."""
+        return self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR, _IMAGE_FILL), rng)
+
     def _image_tensor(self, img: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         img = colour_jitter(img, rng, self.cfg.colour_jitter)
         return torch.from_numpy(img).permute(2, 0, 1).float() / 255
@@ -186,17 +190,22 @@ class SampleSource:
         return matrices
 
     # -- stages --------------------------------------------------------------------------
-    def _coarse(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
+    def random_scene_crop(self, rng: np.random.Generator):
+        """An image with objects, recoloured, and a random square crop box (crop_scale of its short
+        side); returns (image, rgb, full masks, obj_id -> colour matrix, box)."""
         im = self.images[self.with_objects[rng.integers(len(self.with_objects))]]
         rgb = self._load(im)
         full_masks = [self._mask(i) for i in im.instances]
         colours = self._recolour(rgb, im, full_masks, rng)
         h, w = rgb.shape[:2]
-        side = rng.uniform(*cfg.crop_scale) * min(h, w)
+        side = rng.uniform(*self.cfg.crop_scale) * min(h, w)
         # A side beyond the image (crop_scale > 1) pads it, as the pipeline's full view does.
         x0, y0 = _offset(w, side, rng), _offset(h, side, rng)
-        box = (x0, y0, x0 + side, y0 + side)
+        return im, rgb, full_masks, colours, (x0, y0, x0 + side, y0 + side)
+
+    def _coarse(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        im, rgb, full_masks, colours, box = self.random_scene_crop(rng)
         masks = self._crop_masks(full_masks, box)
         kept = [(inst, m) for inst, m in zip(im.instances, masks) if m.sum() >= 4]
         n = cfg.objects_per_image
@@ -232,7 +241,7 @@ class SampleSource:
                 colours.setdefault(int(o), m)
         order = rng.permutation(n)
         queries = [queries[i] for i in order]
-        image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR, _IMAGE_FILL), rng)
+        image = self._crop_image(rgb, box, rng)
         return {"images": image, "templates": self._templates([q[0] for q in queries], rng, colours),
                 "masks": torch.from_numpy(np.stack([q[1] for q in queries])).float()}
 
@@ -268,7 +277,7 @@ class SampleSource:
                 obj, mask = int(rng.choice(absent)), np.zeros(self.mask_size, dtype=bool)
                 if (m := self._draw_colour(rng)) is not None:
                     colours[obj] = m
-        image = self._image_tensor(crop_resize(rgb, box, self.image_size, Image.BILINEAR, _IMAGE_FILL), rng)
+        image = self._crop_image(rgb, box, rng)
         return {"images": image, "templates": self._templates([obj], rng, colours),
                 "masks": torch.from_numpy(mask[None]).float()}
 

@@ -135,10 +135,10 @@ def add_procedural(library: str | Path, count: int, seed: int = 0, progress=None
         mesh, name, kind = procedural_mesh(seed, i, blobs)
         write_bop_ply(mesh, models / f"obj_{oid:06d}.ply")
         info[str(oid)] = models_info(np.asarray(mesh.vertices))
-        ext = (np.asarray(mesh.vertices).max(0) - np.asarray(mesh.vertices).min(0)) / 10.0
         payload["objects"][str(oid)] = {
             "name": name, "group": "procedural", "split": "train", "category": f"procedural {kind}",
-            "size_cm": [round(float(e), 3) for e in ext], "creator": "ocdit_ros (generated)",
+            "size_cm": [round(info[str(oid)][f"size_{a}"] / 10.0, 3) for a in "xyz"],
+            "creator": "ocdit_ros (generated)",
             "licence": "zlib (bullet3 pybullet_data random_urdfs)" if kind == "blob" else "generated",
             "source": f"procedural/{kind} seed {seed}"}
     payload["procedural"] = {"count": count, "seed": seed, "first_id": FIRST_ID}

@@ -3,7 +3,7 @@
 # sweethome3d-furniture. Every step resumes: run it again after an interruption (a run can span
 # sessions; each stage continues from the newest checkpoint in its run folder).
 # Usage: tools/train_default_model.sh WORK_DIR   (needs `make venv`; hours on 2 CPU cores, see the card)
-# Knobs (environment): RESUME (committed run state to continue), TRAIN_SCENES (scenes of the train split), VAE_SCENES (the first N of them train
+# Knobs (environment): RESUME (a folder of run state to continue instead of the committed one), TRAIN_SCENES (scenes of the train split), VAE_SCENES (the first N of them train
 # the mask VAE), COARSE_STEPS (stage 2), REFINE_STEPS (stage 3), THREADS (torch threads per run).
 set -euo pipefail
 work=${1:?usage: tools/train_default_model.sh WORK_DIR}
@@ -26,9 +26,11 @@ for d in "$work"/synth_vae/train/0*; do [ -e "$work/synth/train/${d##*/}" ] || c
 ocdit data scenes --split train --num-scenes "$train_scenes" --seed 0 --out "$work/synth" --objects "$work/objects"
 
 cfg=ocdit_ros/config/training/v2
-# A run can span sessions: stages not started in WORK yet begin from the committed state
-# (RESUME, default training/resume: the VAE and the newest checkpoints of the other stages).
-resume=${RESUME:-training/resume}
+# A run can span sessions: stages not started in WORK yet begin from the committed state (the VAE
+# and the newest checkpoints of the other stages). It lives in main's history, not its tree
+# (training/STATE): restored once into WORK/resume, unless RESUME names a folder of your own.
+resume=${RESUME:-$work/resume}
+[ -n "${RESUME:-}" ] || tools/training_state.sh restore "$resume"
 for stage in v2/vae v2/coarse v2/refine v2/coarse_prior v2/refine_prior v2/refine_neg v3/backbone v3/coarse_bb; do
     if [ -d "$resume/$stage" ] && [ ! -e "$work/runs/${stage#*/}" ]; then
         mkdir -p "$work/runs" && cp -r "$resume/$stage" "$work/runs/${stage#*/}"

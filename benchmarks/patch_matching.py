@@ -36,6 +36,7 @@ from ocdit_ros.data.bop import open_split  # noqa: E402
 from ocdit_ros.model import OCDiT, load_model, small16  # noqa: E402
 from ocdit_ros.model.descriptor import descriptor_dim, patch_descriptor  # noqa: E402
 from ocdit_ros.model.template_prior import TemplatePrior  # noqa: E402
+from ocdit_ros.naming import obj_name  # noqa: E402
 from ocdit_ros.templates.archive import load_archive  # noqa: E402
 
 
@@ -82,7 +83,7 @@ def run(args) -> dict:
             continue
         for oid in present:
             if oid not in protos:
-                arc = load_archive(Path(args.templates) / f"obj_{oid:06d}.npz")
+                arc = load_archive(Path(args.templates) / f"{obj_name(oid)}.npz")
                 pick = np.linspace(0, len(arc.rgb) - 1, args.views).round().astype(int)
                 t = torch.from_numpy(arc.rgb[pick]).permute(0, 3, 1, 2).float() / 255
                 tm = torch.from_numpy(arc.masks[pick]).float()[:, None]

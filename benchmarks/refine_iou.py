@@ -24,6 +24,7 @@ from PIL import Image
 from ocdit_ros.data.bop import open_split
 from ocdit_ros.model import load_model
 from ocdit_ros.model.default import default_weights, template_settings
+from ocdit_ros.naming import obj_name
 from ocdit_ros.templates import render_or_load
 from ocdit_ros.training.samples import crop_resize
 
@@ -42,7 +43,7 @@ def crops(split, model, templates_dir, max_instances: int, min_visib: float = 0.
             x, y, w, h = inst.bbox_visib
             side, cx, cy = max(w, h) * 1.5, x + w / 2, y + h / 2
             box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-            name = f"obj_{inst.obj_id:06d}"
+            name = obj_name(inst.obj_id)
             tpl, _ = render_or_load(split.model_path(inst.obj_id), templates_dir, settings, object_id=name, units="mm")
             crop = crop_resize(rgb, box, size, Image.BILINEAR)
             gt = crop_resize(im.load_mask(inst).astype(np.uint8) * 255, box, mask_size, Image.BILINEAR) > 127

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.objects import default_library_dir
+from .naming import obj_name
 
 CACHE = default_library_dir().parent  # $OCDIT_CACHE or ~/.cache/ocdit: library and templates
 SHOW_ALL = {"min_support": 0.0, "proposal_threshold": 0.0, "score_threshold": 0.0}
@@ -68,7 +69,7 @@ def prepare_templates(scene: Path, template_size: int, extra_absent: int, seed: 
     cache = CACHE / f"templates_pybullet_{template_size}"
     settings = template_settings(template_size)  # as the default model's templates were made
     for oid in present + absent:
-        name = f"obj_{oid:06d}"
+        name = obj_name(oid)
         tpl, _ = render_or_load(library / "models" / f"{name}.ply", cache, settings, object_id=name, units="mm")
         folder.mkdir(parents=True, exist_ok=True)
         for ext in (".npz", ".json"):
@@ -179,8 +180,8 @@ def main(argv=None) -> int:
     gt = json.loads((scene / "scene_gt.json").read_text())["0"]
     info = json.loads((scene / "scene_gt_info.json").read_text())["0"]
     print(f"scene seed {seed}: {len(gt)} test-split objects (unseen in training): "
-          + ", ".join(f"obj_{g['obj_id']:06d} {names[g['obj_id']]!r}" for g in gt))
-    print(f"queried objects: {', '.join(f'obj_{o:06d}' for o in queried)} ({args.absent} of them absent)")
+          + ", ".join(f"{obj_name(g['obj_id'])} {names[g['obj_id']]!r}" for g in gt))
+    print(f"queried objects: {', '.join(obj_name(o) for o in queried)} ({args.absent} of them absent)")
 
     t0 = time.perf_counter()
     instances = []
@@ -218,13 +219,13 @@ def main(argv=None) -> int:
     PILImage.fromarray(overlay(image, gt_shown)).save(out / "ground_truth.png")
     for oid, score, mask in instances:
         ious = [(m & mask).sum() / max((m | mask).sum(), 1) for g, m in zip(gt, gt_masks)
-                if f"obj_{g['obj_id']:06d}" == oid]
+                if obj_name(g['obj_id']) == oid]
         truth = f"best IoU with its ground truth {max(ious):.2f}" if ious else "FALSE POSITIVE (not in the scene)"
         print(f"  {oid} score {score:.2f} area {int(mask.sum())} px: {truth}")
     # What the line says: a visible target no prediction of its object overlaps with IoU > 0.5.
-    missed = [f"obj_{g['obj_id']:06d}" for g, m, i in zip(gt, gt_masks, info)
+    missed = [obj_name(g['obj_id']) for g, m, i in zip(gt, gt_masks, info)
               if i["visib_fract"] >= 0.1
-              and not any(o == f"obj_{g['obj_id']:06d}" and (m & k).sum() > 0.5 * (m | k).sum() for o, _, k in instances)]
+              and not any(o == obj_name(g['obj_id']) and (m & k).sum() > 0.5 * (m | k).sum() for o, _, k in instances)]
     if missed:
         print(f"  missed (IoU <= 0.5 or not found): {', '.join(missed)}")
     scores = scene_ap(scene.parent.parent, instances)

@@ -16,6 +16,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from ..naming import obj_name
+
 IMAGE_DIRS = ("rgb", "gray")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -133,7 +135,7 @@ class BopSplit:
     def model_path(self, obj_id: int) -> Path:
         if self.models_dir is None:
             raise BopFormatError(f"{self.root}: no models/ folder with models_info.json")
-        return _existing(self.models_dir / f"obj_{obj_id:06d}.ply")
+        return _existing(self.models_dir / f"{obj_name(obj_id)}.ply")
 
     def __len__(self) -> int:
         return len(self.images)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..naming import obj_name
+
 DEFAULT_FURNITURE_DIR = Path("/usr/share/sweethome3d/furniture")
 
 
@@ -273,7 +275,7 @@ def convert_entry(entry: CatalogueEntry, zf: zipfile.ZipFile, out_models: Path, 
     if len(mesh.faces) > MAX_FACES:
         raise ObjectLibraryError(f"{len(mesh.faces)} faces (limit {MAX_FACES})")
     place_mesh(mesh, entry)
-    write_bop_ply(mesh, out_models / f"obj_{obj_id:06d}.ply")
+    write_bop_ply(mesh, out_models / f"{obj_name(obj_id)}.ply")
     return models_info(np.asarray(mesh.vertices))
 
 

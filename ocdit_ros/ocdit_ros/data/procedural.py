@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .objects import attribution_text, models_info, write_bop_ply
+from ..naming import obj_name
 
 FIRST_ID = 10001  # far above the furniture ids (about 220): both can grow without colliding
 KINDS = ("blob", "primitive", "union")
@@ -126,14 +127,14 @@ def add_procedural(library: str | Path, count: int, seed: int = 0, progress=None
     for oid in [k for k in payload["objects"] if int(k) >= FIRST_ID]:
         payload["objects"].pop(oid)
         info.pop(oid, None)
-        for f in models.glob(f"obj_{int(oid):06d}.*"):
+        for f in models.glob(f"{obj_name(oid)}.*"):
             f.unlink()
     blobs = _blob_dir()
     indices = range(count)
     for i in (progress(indices) if progress else indices):
         oid = FIRST_ID + i
         mesh, name, kind = procedural_mesh(seed, i, blobs)
-        write_bop_ply(mesh, models / f"obj_{oid:06d}.ply")
+        write_bop_ply(mesh, models / f"{obj_name(oid)}.ply")
         info[str(oid)] = models_info(np.asarray(mesh.vertices))
         payload["objects"][str(oid)] = {
             "name": name, "group": "procedural", "split": "train", "category": f"procedural {kind}",

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..templates.render_pybullet import gl_matrices, pybullet_asset, quiet_stdout
+from ..naming import obj_name
 
 SPLIT_NAMES = ("train", "val", "test")
 DEPTH_SCALE = 0.1  # BOP: depth_mm = png_value * depth_scale
@@ -78,7 +79,7 @@ def prepare_objects(models_dir: Path, cache_dir: Path, obj_ids: list[int] | None
     ids = sorted(int(k) for k in info) if obj_ids is None else sorted(set(obj_ids))
     objects = {}
     for oid in ids:
-        ply = models_dir / f"obj_{oid:06d}.ply"
+        ply = models_dir / f"{obj_name(oid)}.ply"
         if not ply.is_file():
             raise FileNotFoundError(f"{ply} listed in models_info.json is missing")
         a = pybullet_asset(ply, 0.001, cache_dir, centre=False)  # BOP poses refer to the model origin
@@ -417,7 +418,7 @@ def _copy_models(src: Path, dst: Path, ids: list[int], objects_dir: Path) -> Non
     target_info_path = dst / "models_info.json"
     target_info = json.loads(target_info_path.read_text()) if target_info_path.is_file() else {}
     for oid in ids:
-        for f in src.glob(f"obj_{oid:06d}.*"):
+        for f in src.glob(f"{obj_name(oid)}.*"):
             target = dst / f.name
             if target.exists():
                 continue

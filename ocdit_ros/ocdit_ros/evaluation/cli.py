@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..data.bop import BopFormatError, open_split
+from ..naming import obj_name
 from .coco import ResultsError, evaluate
 
 
@@ -139,10 +140,10 @@ def _run_pipeline(args, split, images):
         else split.object_ids()
     templates = {}
     for oid in _progress(wanted, "templates"):
-        name = f"obj_{oid:06d}"  # BOP models are in millimetres
+        name = obj_name(oid)  # BOP models are in millimetres
         templates[oid], _ = render_or_load(split.model_path(oid), cache, settings, object_id=name, units="mm")
     records, coarse_records, seconds = [], [] if not args.no_coarse_ap else None, []
-    category = bop_category_ids(f"obj_{oid:06d}" for oid in templates)
+    category = bop_category_ids(obj_name(oid) for oid in templates)
     for im in _progress(images, "eval"):
         queried = sorted({i.obj_id for i in im.instances}) if args.queries == "present" else list(templates)
         if not queried:
@@ -181,7 +182,7 @@ def format_table(report: dict) -> str:
         lines.append(f"{'coarse':14}{report['ap_coarse']:8.3f}{report['ap50_coarse']:8.3f}"
                      f"{report['ap75_coarse']:8.3f}")
     for oid, ap in sorted(report.get("per_object", {}).items(), key=lambda kv: int(kv[0])):
-        lines.append(f"{f'obj_{int(oid):06d}':14}{ap:8.3f}")
+        lines.append(f"{obj_name(oid):14}{ap:8.3f}")
     if not report.get("has_targets", True):
         lines.append("no targets in these images: AP is reported as 0")
     if report.get("timing"):

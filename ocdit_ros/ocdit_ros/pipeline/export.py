@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import colorsys
-import re
 from typing import Iterable
 
 import numpy as np
 
+from ..naming import obj_id_of
 from .segmenter import Instance, SegmentationResult
 
 
@@ -108,7 +108,7 @@ def bop_category_ids(object_ids: Iterable[str]) -> dict[str, int]:
     `ocdit eval`): a BOP object name keeps its number (obj_000005 -> 5); every other id gets the
     smallest numbers no BOP name uses, in sorted order (mug, box -> box 1, mug 2)."""
     ids = sorted(set(object_ids))
-    out = {o: int(m.group(1)) for o in ids if (m := _BOP_NAME.match(o))}
+    out = {o: n for o in ids if (n := obj_id_of(o)) is not None}
     used, n = set(out.values()), 0
     for o in ids:
         if o not in out:
@@ -117,9 +117,6 @@ def bop_category_ids(object_ids: Iterable[str]) -> dict[str, int]:
                 n += 1
             out[o] = n
     return out
-
-
-_BOP_NAME = re.compile(r"^obj_(\d+)$")
 
 
 def bop_records(result: SegmentationResult, scene_id: int, image_id: int, category_ids: dict[str, int]) -> list[dict]:

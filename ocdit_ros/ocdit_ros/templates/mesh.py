@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..naming import obj_name
+
 SUPPORTED = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
 
 
@@ -106,10 +108,10 @@ def load_bop_models(folder: str | Path) -> list[ObjectMesh]:
     info = json.loads(info_path.read_text())
     meshes = []
     for obj_id in sorted(info, key=lambda k: int(k)):
-        ply = folder / f"obj_{int(obj_id):06d}.ply"
+        ply = folder / f"{obj_name(obj_id)}.ply"
         if not ply.is_file():
             raise MeshError(f"{ply} listed in models_info.json is missing")
-        mesh = load_mesh(ply, units="mm", name=f"obj_{int(obj_id):06d}")
+        mesh = load_mesh(ply, units="mm", name=obj_name(obj_id))
         mesh.info = info[obj_id]
         meshes.append(mesh)
     return meshes

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from ..model.config import OCDiTConfig
+from ..naming import obj_id_of
 from .config import TrainConfig
 
 
@@ -330,7 +331,7 @@ def load_template_bank(folder: str | Path, obj_ids: list[int] | None = None) -> 
 
     bank = {}
     for npz in sorted(Path(folder).glob("obj_*.npz")):
-        oid = int(npz.stem.split("_")[1])
-        if obj_ids is None or oid in obj_ids:
+        oid = obj_id_of(npz.stem)
+        if oid is not None and (obj_ids is None or oid in obj_ids):
             bank[oid] = load_archive(npz).rgb
     return bank

@@ -3,27 +3,16 @@
 # sweethome3d-furniture. Every step resumes: run it again after an interruption (a run can span
 # sessions; each stage continues from the newest checkpoint in its run folder).
 # Usage: tools/train_default_model.sh WORK_DIR   (needs `make venv`; hours on 2 CPU cores, see the card)
-# Knobs (environment): RESUME (a folder of run state to continue instead of the committed one), TRAIN_SCENES (scenes of the train split), VAE_SCENES (the first N of them train
-# the mask VAE), COARSE_STEPS (stage 2), REFINE_STEPS (stage 3), THREADS (torch threads per run).
+# Knobs (environment): RESUME (a folder of run state to continue instead of the committed one),
+# TRAIN_SCENES and VAE_SCENES (tools/training_data.sh), COARSE_STEPS (stage 2), REFINE_STEPS
+# (stage 3), THREADS (torch threads per run).
 set -euo pipefail
 work=${1:?usage: tools/train_default_model.sh WORK_DIR}
 py=${PY:-.venv/bin/python}
 ocdit() { OMP_NUM_THREADS=${THREADS:-1} nice -n 10 "$py" -m ocdit_ros.cli "$@"; }
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
-train_scenes=${TRAIN_SCENES:-250}
-vae_scenes=${VAE_SCENES:-60}
 
-[ -f "$work/objects/objects.json" ] || ocdit data objects --out "$work/objects"
-# 48 px templates (6x6 patches of the small16 backbone), rendered like `ocdit eval` renders them.
-ocdit templates render "$work/objects/models" --out "$work/templates48" --views 42 --size 48 --render-size 144 \
-    --renderer pybullet
-ocdit data scenes --split val --num-scenes 40 --seed 1 --out "$work/synth" --objects "$work/objects"
-# Scenes are a pure function of (seed, split, index): the VAE trains on the first VAE_SCENES train
-# scenes, which are then hard-linked into the full train split instead of being generated twice.
-ocdit data scenes --split train --num-scenes "$vae_scenes" --seed 0 --out "$work/synth_vae" --objects "$work/objects"
-mkdir -p "$work/synth/train"
-for d in "$work"/synth_vae/train/0*; do [ -e "$work/synth/train/${d##*/}" ] || cp -al "$d" "$work/synth/train/"; done
-ocdit data scenes --split train --num-scenes "$train_scenes" --seed 0 --out "$work/synth" --objects "$work/objects"
+tools/training_data.sh "$work"  # objects, templates48, synth/val, synth_vae/train, synth/train
 
 cfg=ocdit_ros/config/training/v2
 # A run can span sessions: stages not started in WORK yet begin from the committed state (the VAE

@@ -4,56 +4,16 @@ import dataclasses
 import json
 import os
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ocdit_ros.model import load_model, tiny
 from ocdit_ros.training import TrainConfig, Trainer, lr_factor
 from ocdit_ros.training.samples import SampleSource, index_split
 
-
-def _write_scene(root: Path, rng: np.random.Generator, objects=(1, 2, 3), h=60, w=80, images=3) -> Path:
-    """A hand-made BOP scene: coloured rectangles as instances (no renderer needed)."""
-    scene = root / "train" / "000000"
-    for sub in ("rgb", "mask_visib"):
-        (scene / sub).mkdir(parents=True, exist_ok=True)
-    gt, info = {}, {}
-    colours = {1: (220, 40, 40), 2: (40, 220, 40), 3: (40, 40, 220)}
-    for im in range(images):
-        rgb = np.full((h, w, 3), 90, np.uint8)
-        gt[str(im)], info[str(im)] = [], []
-        for k, oid in enumerate(objects):
-            x0, y0 = int(rng.integers(0, w - 25)), int(rng.integers(0, h - 20))
-            bw, bh = int(rng.integers(12, 25)), int(rng.integers(10, 20))
-            mask = np.zeros((h, w), bool)
-            mask[y0:y0 + bh, x0:x0 + bw] = True
-            rgb[mask] = colours[oid]
-            Image.fromarray(mask.astype(np.uint8) * 255).save(scene / "mask_visib" / f"{im:06d}_{k:06d}.png")
-            gt[str(im)].append({"obj_id": oid, "cam_R_m2c": np.eye(3).ravel().tolist(), "cam_t_m2c": [0, 0, 500]})
-            info[str(im)].append({"bbox_visib": [x0, y0, bw, bh], "visib_fract": 1.0, "px_count_visib": int(mask.sum())})
-        Image.fromarray(rgb).save(scene / "rgb" / f"{im:06d}.png")
-    (scene / "scene_gt.json").write_text(json.dumps(gt))
-    (scene / "scene_gt_info.json").write_text(json.dumps(info))
-    cam = {"cam_K": [100.0, 0, w / 2, 0, 100.0, h / 2, 0, 0, 1], "depth_scale": 1.0}
-    (scene / "scene_camera.json").write_text(json.dumps({str(i): cam for i in range(images)}))
-    return root / "train"
-
-
-def _write_templates(folder: Path, objects=(1, 2, 3, 4)) -> None:
-    from ocdit_ros.templates.archive import save_archive
-    from ocdit_ros.templates.render import TemplateViews
-
-    colours = {1: (220, 40, 40), 2: (40, 220, 40), 3: (40, 40, 220), 4: (200, 200, 40)}
-    for oid in objects:
-        rgb = np.zeros((6, 42, 42, 3), np.uint8)
-        rgb[:, 8:34, 8:34] = colours[oid]
-        views = TemplateViews(rgb, rgb[..., 0] > 0, np.tile(np.eye(3), (6, 1, 1)), np.zeros((6, 3)), np.eye(3),
-                              np.zeros((6, 4)), np.zeros((6, 4)))
-        save_archive(folder, f"obj_{oid:06d}", views, {"name": str(oid)})
+from handmade_data import write_scene as _write_scene, write_templates as _write_templates
 
 
 @pytest.fixture(scope="module")
@@ -479,3 +439,23 @@ def test_cli_train_backbone_errors_in_one_line(tmp_path, capsys):
     code = main(["train", "backbone", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--data" in err and "--templates" in err and "\n" not in err
+
+
+def test_time_budget_fits_the_run_to_the_budget_and_stops_on_time(monkeypatch):
+    from ocdit_ros.training import trainer as trainer_module
+
+    clock = [100.0]
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock[0])
+    budget = trainer_module.TimeBudget(minutes=1.0, steps=10_000, start_step=40)
+    ends = []
+    for step in range(41, 200):
+        clock[0] += 0.5  # 0.5 s a step
+        ends.append(budget.update(step))
+        if ends[-1] <= step:
+            break
+    # Not fitted before 10 steps and 6 s (a tenth of the budget); then 54 s left at 0.5 s a step.
+    assert ends[:11] == [10_000] * 11 and ends[11] == 52 + 108
+    assert ends[-1] == step == 160  # 120 steps of 0.5 s: the minute is spent exactly at the fitted end
+    short = trainer_module.TimeBudget(minutes=1.0, steps=60, start_step=0)
+    clock[0] += 7.0
+    assert short.update(12) == 60  # the fitted length never exceeds the configured steps

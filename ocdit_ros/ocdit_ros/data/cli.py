@@ -1,5 +1,6 @@
-"""`ocdit data objects --out DIR`, `ocdit data procedural --library DIR --count N` and
-`ocdit data scenes --split S --num-scenes N --seed S --out DIR`."""
+"""`ocdit data objects --out DIR`, `ocdit data procedural --library DIR --count N`,
+`ocdit data scenes --split S --num-scenes N --seed S --out DIR` and
+`ocdit data pack --data DIR/train ... --templates DIR --out PACK.tar.gz`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .objects import DEFAULT_FURNITURE_DIR, default_library_dir
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("data", help="build the object library and synthetic BOP scenes",
                               description="Synthetic BOP-format training and evaluation data.")
-    sub = p.add_subparsers(dest="data_command", metavar="{objects,procedural,scenes}", required=True)
+    sub = p.add_subparsers(dest="data_command", metavar="{objects,procedural,scenes,pack}", required=True)
     o = sub.add_parser("objects", help="build the object library (BOP models/ + split) from Sweet Home 3D")
     o.add_argument("--out", required=True, help="library folder (models/, objects.json, ATTRIBUTION.md)")
     o.add_argument("--furniture", default=str(DEFAULT_FURNITURE_DIR),
@@ -39,6 +40,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--min-objects", type=int, default=4)
     s.add_argument("--max-objects", type=int, default=9)
     s.add_argument("--workers", type=int, default=1, help="parallel processes")
+    k = sub.add_parser("pack", help="pack training scenes and their objects' templates into one tar.gz "
+                                    "for another machine (tools/gpu_train.sh)")
+    k.add_argument("--data", nargs="+", required=True, help="BOP split folders, e.g. DATA/train")
+    k.add_argument("--templates", required=True, help="template archives (only the scenes' objects are packed)")
+    k.add_argument("--out", required=True, help="the pack, e.g. build/gpu_data.tar.gz")
     return p
 
 
@@ -48,6 +54,8 @@ def run(args) -> int:
             return _objects(args)
         if args.data_command == "procedural":
             return _procedural(args)
+        if args.data_command == "pack":
+            return _pack(args)
         return _scenes(args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"ocdit data {args.data_command}: error: {exc}", file=sys.stderr)
@@ -94,6 +102,14 @@ def _scenes(args) -> int:
                              workers=max(1, args.workers), progress=_progress("scenes"))
     print(json.dumps({k: summary[k] for k in ("split", "scenes_total", "scenes_generated", "wall_seconds",
                                               "seconds_per_scene")}))
+    return 0
+
+
+def _pack(args) -> int:
+    from .pack import pack_training_data
+
+    summary = pack_training_data(args.data, args.templates, args.out)
+    print(json.dumps({**summary, "mib": round(summary["bytes"] / 2**20, 2)}))
     return 0
 
 

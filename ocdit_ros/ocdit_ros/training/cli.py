@@ -35,6 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--num-workers", type=int)
+    p.add_argument("--max-minutes", type=float, help="time budget: the schedule is fitted to it and the run "
+                                                     "stops, checkpoints and exports when it is spent")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--restart", action="store_true", help="ignore checkpoints in --out")
     return p
@@ -49,7 +51,7 @@ def run(args) -> int:
         raw = _yaml(args.config)
         raw["stage"] = args.stage
         for key in ("data", "templates", "init", "backbone_init", "model", "out", "steps", "batch_size", "lr",
-                    "num_workers"):
+                    "num_workers", "max_minutes"):
             value = getattr(args, key)
             if value is not None:
                 raw[key] = value

@@ -43,6 +43,11 @@ class TrainConfig:
     export_on_checkpoint: bool = False  # also write RUN/model.safetensors (EMA) at every checkpoint
     log_every: int = 10
     num_workers: int = 1
+    # A time budget (one call on a lent GPU): after about a tenth of it the run measures its speed
+    # and shortens `steps` so the cosine schedule ends when the budget does; it stops, checkpoints
+    # and exports at the budget in any case. Such a run is not bit-reproducible (its length
+    # depends on the machine); continue it with `init` from its weights, not by resuming.
+    max_minutes: float | None = None
     # samples
     objects_per_image: int = 4  # N queries per image (coarse); refine always uses 1
     templates_per_object: int = 8  # T views drawn from the archive per query
@@ -74,6 +79,8 @@ class TrainConfig:
             raise ValueError("no training data: set data (BOP split folders, e.g. DATA/train) or pass --data")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes={self.max_minutes}: a time budget must be > 0 minutes")
         if self.stage != "vae" and not self.templates:
             raise ValueError("templates: a folder for the training objects' template archives is required")
         return self

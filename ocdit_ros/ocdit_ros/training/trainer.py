@@ -17,7 +17,6 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -111,6 +110,27 @@ def load_backbone_from(model: OCDiT, path: str) -> None:
         raise ValueError(f"backbone_init {path}: its backbone does not fit this model ({wrong[:3]} ...); "
                          f"pretrain it with the same model preset")
     model.feature_extractor.load_state_dict(theirs, strict=True)
+
+
+class TimeBudget:
+    """Fits a run to a wall-clock budget: measures its speed once, then ends it on time."""
+
+    def __init__(self, minutes: float, steps: int, start_step: int):
+        self.seconds, self.steps, self.start = minutes * 60, steps, start_step
+        self.t0 = time.perf_counter()
+        self.fitted = False
+
+    def update(self, step: int) -> int:
+        """The step the run ends at, now that it is at `step`."""
+        elapsed = time.perf_counter() - self.t0
+        done = step - self.start
+        # Measured after start-up (workers, first batches, kernel selection) has passed.
+        if not self.fitted and done >= 10 and elapsed >= min(60.0, 0.1 * self.seconds):
+            self.fitted = True
+            self.steps = min(self.steps, step + max(1, int((self.seconds - elapsed) * done / elapsed)))
+        if elapsed >= self.seconds:
+            self.steps = step
+        return self.steps
 
 
 class EMA:
@@ -231,15 +251,22 @@ class Trainer:
         return metrics
 
     def fit(self, steps: int | None = None) -> dict[str, float]:
-        """Train up to `steps` (default: cfg.steps); checkpoints, logs; returns the last metrics."""
+        """Train up to `steps` (default: cfg.steps) or the time budget; checkpoints, logs; returns the last metrics."""
         steps = steps or self.cfg.steps
         writer, log = self._loggers()
         bar = self._progress(steps)
         metrics: dict[str, float] = {}
         t0, done = time.perf_counter(), 0
+        budget = TimeBudget(self.cfg.max_minutes, steps, self.step) if self.cfg.max_minutes else None
         for batch in self.loader(steps):
             metrics = self.train_step(batch)
             done += 1
+            if budget is not None:
+                fitted = self._agreed(budget.update(self.step))
+                if fitted != steps:
+                    log.write(json.dumps({"step": self.step, "fitted_steps": fitted}) + "\n")
+                    # The schedule follows (lr_factor reads cfg.steps), and so does the checkpoint's config.
+                    steps = self.cfg.steps = fitted
             if self.rank == 0:
                 if bar is not None:
                     bar.update(1)
@@ -255,12 +282,22 @@ class Trainer:
                     self.save_checkpoint()
                     if self.cfg.export_on_checkpoint:  # usable weights while a long run goes on
                         self.export()
+            if self.step >= steps:  # a time budget ended the run early
+                break
         if bar is not None:
             bar.close()
         if writer is not None:
             writer.close()
         log.close()
         return metrics
+
+    def _agreed(self, steps: int) -> int:
+        """Under DDP every rank stops at rank 0's step (their clocks differ)."""
+        if self.world == 1:
+            return steps
+        t = torch.tensor([steps], device=self.device)
+        dist.broadcast(t, 0)
+        return int(t.item())
 
     def export(self, path: str | Path | None = None, use_ema: bool = True) -> Path | None:
         """Model weights (EMA by default) with the model config inside, for load_model / ocdit segment."""

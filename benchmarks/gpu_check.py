@@ -19,7 +19,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -136,7 +135,7 @@ def oom_fallback(device, preset, deadline) -> dict:
 
     import pipeline as bench
     from ocdit_ros.pipeline import Segmenter
-    from ocdit_ros.ros.node import SegmentNode
+    from ocdit_ros.pipeline.retry import segment_with_retry
 
     torch.manual_seed(0)
     model = OCDiT.from_config(load_config(preset))
@@ -155,11 +154,10 @@ def oom_fallback(device, preset, deadline) -> dict:
 
     logger = logging.getLogger("gpu_check.oom")
     logger.addHandler(Log())
-    shim = SimpleNamespace(segmenter=seg, get_logger=lambda: SimpleNamespace(warning=logger.warning))
     torch.cuda.set_per_process_memory_fraction(fraction, device)
     try:
         t0 = time.perf_counter()
-        result = SegmentNode._segment(shim, image, objects, cfg)
+        result = segment_with_retry(seg, image, objects, cfg, warn=logger.warning)
         out = {"memory_fraction": fraction, "recovered": True, "seconds": time.perf_counter() - t0,
                "instances": len(result.instances), "fallback_messages": warnings}
     except torch.OutOfMemoryError as e:

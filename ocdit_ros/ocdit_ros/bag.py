@@ -58,7 +58,7 @@ def typestore():
 def run(args) -> int:
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-    from .pipeline.cli import CliError, cli_segmenter, load_objects, pipeline_config
+    from .cli_common import CliError, cli_segmenter, load_objects, pipeline_config
     from .pipeline.export import bop_category_ids, bop_records
     from .ros import messages
     from .ros.image_codec import ImageError, compressed_to_rgb, image_to_rgb

@@ -61,7 +61,8 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     base = ["segment", str(tmp_path / "scene.png"), "--out", str(tmp_path / "o")]
     assert main(base + ["--objects", str(tmp_path / "nope"), "--weights", str(tmp_path / "tiny.safetensors")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("ocdit segment: error: --objects: ") and "nope does not exist" in err
     monkeypatch.setattr("ocdit_ros.model.default.WEIGHTS_DIR", tmp_path / "no_weights")  # an install without them
     assert main(base + ["--objects", str(tmp_path / "tpl")]) == 2
     assert "no default model" in capsys.readouterr().err

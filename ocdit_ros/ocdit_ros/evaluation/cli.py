@@ -117,7 +117,7 @@ def _run_pipeline(args, split, images):
 
     from ..model.default import template_settings
     from ..pipeline.build import ModelFiles, SetupError
-    from ..pipeline.cli import CliError, cli_segmenter, option_name, pipeline_config
+    from ..cli_common import CliError, cli_segmenter, option_name, pipeline_config
     from ..pipeline.export import bop_category_ids, bop_records
     from ..templates.archive import render_or_load
 

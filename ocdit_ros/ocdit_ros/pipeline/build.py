@@ -27,6 +27,31 @@ class SetupError(ValueError):
         return f"{name}: {self.problem}" + (f"; {self.fix}" if self.fix else "")
 
 
+def load_objects(folder: str, setting: str, required: bool = False, hint: str = "") -> dict:
+    """The template archives of `folder` by object id, for every front end (`--objects`, the node's
+    `templates_dir`). An unset folder, or an empty one unless `required`, gives none."""
+    from ..templates import ArchiveError, load_template_dir
+
+    render = "render templates with 'ocdit templates render MESH --out DIR'"
+    if not folder:
+        if required:
+            raise SetupError(setting, "no template folder given", render)
+        return {}
+    path = Path(folder).expanduser()
+    if not path.exists():
+        raise SetupError(setting, f"{path} does not exist", f"{render}{', ' + hint if hint else ''}")
+    if not path.is_dir():
+        raise SetupError(setting, f"{path} is not a folder", "give the folder that holds the *.npz + *.json archives")
+    try:
+        objects = {o.id: o for o in load_template_dir(path)}
+    except (ArchiveError, OSError, ValueError) as exc:
+        raise SetupError(setting, f"cannot read the templates in {path}: {exc}",
+                         "re-render them with 'ocdit templates render'") from None
+    if required and not objects:
+        raise SetupError(setting, f"{path} holds no template archives (*.npz + *.json)", render)
+    return objects
+
+
 def resolve_device(device: str) -> str:
     """`device` checked against this torch: an unknown name or an unavailable CUDA device is refused
     (no silent CPU fallback: a model meant for a GPU would quietly run many times slower)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PipelineConfig
+from ..cli_common import CliError, cli_segmenter, load_objects, pipeline_config
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,50 +29,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-refine", action="store_true", help="coarse stage only")
     p.add_argument("--seed", type=int, help="sampling seed (default: from the config)")
     return p
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
-
-
-def load_objects(folder: str):
-    from ..templates import ArchiveError, load_template_dir
-
-    path = Path(folder)
-    if not path.is_dir():
-        raise CliError(f"--objects {folder}: not a folder; render templates with 'ocdit templates render MESH --out {folder}'")
-    try:
-        objects = load_template_dir(path)
-    except ArchiveError as exc:
-        raise CliError(f"--objects {folder}: {exc}") from None
-    if not objects:
-        raise CliError(f"--objects {folder}: no template archives (*.npz + *.json) found")
-    return objects
-
-
-def pipeline_config(path: str | None, **overrides) -> PipelineConfig:
-    """The YAML at `path` (else the defaults) with command-line overrides; None keeps a value.
-    Dotted names reach into the stages: `**{"coarse.ensemble": 2}`."""
-    cfg = PipelineConfig.from_yaml(path) if path else PipelineConfig()
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return cfg.replace(**changes) if changes else cfg
-
-
-def cli_segmenter(args, cfg: PipelineConfig, files=None):
-    """The library builder (`pipeline.build`) for --weights/--refine-weights/--model-config (default:
-    the shipped model); a setting's problem is reported with its option name."""
-    from .build import ModelFiles, SetupError
-
-    try:
-        files = files or ModelFiles.resolve(args.weights, args.refine_weights, args.model_config)
-        return files.build(cfg)
-    except SetupError as exc:
-        raise CliError(exc.render(option_name(exc.setting))) from None
-
-
-def option_name(setting: str) -> str:
-    """A builder setting as the command line spells it (refine_weights -> --refine-weights)."""
-    return "--" + setting.replace("_", "-")
 
 
 def run(args) -> int:

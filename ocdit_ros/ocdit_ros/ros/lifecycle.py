@@ -14,12 +14,12 @@ only while active).
 
 from __future__ import annotations
 
-import rclpy
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.task import Future
 
 from ..pipeline.build import SetupError
-from .node import SegmentCore, spin, start
+from .node import SegmentCore
+from .process import spin, start
 
 
 class SegmentLifecycleNode(SegmentCore, LifecycleNode):

@@ -68,3 +68,26 @@ def label_image_msg(types: MessageTypes, header, result, encoding: str = "mono16
     if encoding == "16SC1":
         labels = np.where(labels == 0, -1, labels.astype(np.int32)).astype(np.int16)
     return image(types, header, labels, encoding)
+
+
+def detection_array(array_type, header, result):
+    """vision_msgs/Detection2DArray (`array_type`, from a ROS install that has vision_msgs): one
+    detection per instance, its box centre and size in pixels, the object id as class_id."""
+    from vision_msgs.msg import BoundingBox2D, Detection2D, ObjectHypothesisWithPose
+
+    out = array_type()
+    out.header = header
+    for inst in result.instances:
+        x0, y0, x1, y1 = inst.bbox
+        det = Detection2D()
+        det.header = header
+        det.id = str(inst.instance_id)
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = inst.object_id
+        hyp.hypothesis.score = float(inst.score)
+        det.results.append(hyp)
+        det.bbox = BoundingBox2D()
+        det.bbox.center.position.x, det.bbox.center.position.y = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        det.bbox.size_x, det.bbox.size_y = float(x1 - x0), float(y1 - y0)
+        out.detections.append(det)
+    return out

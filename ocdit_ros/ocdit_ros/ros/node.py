@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -34,7 +33,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.parameter import Parameter
 
 try:  # optional message packages: published when the user's ROS has them
-    from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesisWithPose
+    from vision_msgs.msg import Detection2DArray
 except ImportError:  # pragma: no cover - depends on the installation
     Detection2DArray = None
 try:
@@ -42,12 +41,13 @@ try:
 except ImportError:  # pragma: no cover
     DiagnosticArray = None
 
-from ..pipeline.build import ModelFiles, SetupError
+from ..pipeline.build import ModelFiles, SetupError, load_objects
 from ..pipeline.export import overlay
-from ..pipeline.segmenter import SegmentationResult
+from ..pipeline.retry import segment_with_retry
 from . import messages
 from .image_codec import ImageError, compressed_to_rgb, image_to_rgb
 from .image_subscription import ImageSubscription
+from .process import spin, start
 from .parameters import (NODE_PARAMS, PIPELINE_PARAMS, builtin_error, check_node_value, declare_all,
                          unknown_overrides)
 
@@ -136,7 +136,8 @@ class SegmentCore:
         elif files.shipped:
             self.get_logger().info(f"no weights given: the shipped default model {files.weights.name} "
                                    f"(small CPU-trained model, synthetic data; see its MODEL_CARD.md)")
-        self.objects = load_objects(ro["templates_dir"])
+        self.objects = load_objects(ro["templates_dir"], "templates_dir", hint="or leave templates_dir unset and "
+                                    "add objects with the ~/add_object service")
         unknown = [o for o in self.node_params["active_objects"] if o and o not in self.objects]
         if unknown:
             raise SetupError("active_objects", f"unknown objects {unknown}; loaded: {sorted(self.objects)}",
@@ -363,7 +364,7 @@ class SegmentCore:
         if params["publish_label_image"]:
             self.pub_labels.publish(messages.label_image_msg(MSG_TYPES, msg.header, result, params["label_encoding"]))
         if params["publish_detections"] and self.pub_detections is not None:
-            self.pub_detections.publish(self._detections(msg.header, result))
+            self.pub_detections.publish(messages.detection_array(Detection2DArray, msg.header, result))
         if params["publish_object_masks"]:
             self._publish_object_masks(msg.header, result, objects, image.shape[:2])
         if params["publish_uncertainty"]:
@@ -377,24 +378,6 @@ class SegmentCore:
             self._last_debug = now
             self.pub_debug.publish(messages.image(MSG_TYPES, msg.header, overlay(image, result.instances), "rgb8"))
         self.processed += 1
-        return out
-
-    def _detections(self, header, result):
-        out = Detection2DArray()
-        out.header = header
-        for inst in result.instances:
-            x0, y0, x1, y1 = inst.bbox
-            det = Detection2D()
-            det.header = header
-            det.id = str(inst.instance_id)
-            hyp = ObjectHypothesisWithPose()
-            hyp.hypothesis.class_id = inst.object_id
-            hyp.hypothesis.score = float(inst.score)
-            det.results.append(hyp)
-            det.bbox = BoundingBox2D()
-            det.bbox.center.position.x, det.bbox.center.position.y = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-            det.bbox.size_x, det.bbox.size_y = float(x1 - x0), float(y1 - y0)
-            out.detections.append(det)
         return out
 
     def _publish_object_masks(self, header, result, objects, shape) -> None:
@@ -437,23 +420,7 @@ class SegmentCore:
         self.pub_diagnostics.publish(arr)
 
     def _segment(self, image, objects, config, stage="refined"):
-        """Segment; on GPU out-of-memory retry with halved ensembles instead of dying."""
-        import torch
-
-        if not objects:
-            return SegmentationResult([], tuple(image.shape[:2]), stage if config.refine_enabled else "coarse")
-
-        while True:
-            try:
-                return self.segmenter.segment(image, objects, config=config, stage=stage)
-            except torch.OutOfMemoryError:
-                if config.coarse.ensemble == 1 and config.refine.ensemble == 1:
-                    raise
-                torch.cuda.empty_cache()
-                config = config.replace(**{"coarse.ensemble": max(1, config.coarse.ensemble // 2),
-                                           "refine.ensemble": max(1, config.refine.ensemble // 2)})
-                self.get_logger().warning(f"GPU out of memory: retrying this frame with ensembles "
-                                          f"{config.coarse.ensemble}/{config.refine.ensemble}")
+        return segment_with_retry(self.segmenter, image, objects, config, stage, warn=self.get_logger().warning)
 
     def _to_msg(self, header, result, shape) -> InstanceArray:
         return messages.instance_array(MSG_TYPES, header, result)
@@ -484,26 +451,6 @@ def default_templates_dir() -> Path:
     return default_library_dir().parent / "templates"
 
 
-def load_objects(folder: str) -> dict:
-    """The template archives of `folder` by object id; an unset or empty folder gives none."""
-    from ..templates import ArchiveError, load_template_dir
-
-    if not folder:
-        return {}
-    path = Path(folder).expanduser()
-    if not path.exists():
-        raise SetupError("templates_dir", f"{path} does not exist",
-                         "render templates with 'ocdit templates render MESH --out DIR', or leave templates_dir "
-                         "unset and add objects with the ~/add_object service")
-    if not path.is_dir():
-        raise SetupError("templates_dir", f"{path} is not a folder", "give the folder that holds the *.npz + *.json archives")
-    try:
-        return {o.id: o for o in load_template_dir(path)}
-    except (ArchiveError, OSError, ValueError) as exc:
-        raise SetupError("templates_dir", f"cannot read the templates in {path}: {exc}",
-                         "re-render them with 'ocdit templates render'") from None
-
-
 def topic_token(object_id: str) -> str:
     """A ROS-name-safe token for an object id (letters, digits, underscores; no leading digit)."""
     token = "".join(c if c.isalnum() or c == "_" else "_" for c in object_id)
@@ -520,76 +467,6 @@ def device_memory(device: str) -> dict[str, float]:
         out["gpu_allocated_mb"] = round(torch.cuda.memory_allocated(device) / 2**20, 1)
         out["gpu_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
-
-
-def start(node_class, args=None):
-    """rclpy.init + the node, or (None, exit status 2) after one FATAL line naming what to fix."""
-    import sys
-
-    problem = check_params_files(sys.argv if args is None else args)
-    if problem:
-        print(f"[FATAL] [ocdit]: cannot start: {problem}", file=sys.stderr)
-        return None, 2
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # noqa: BLE001 - rclpy raises RCLError for bad --ros-args / --params-file
-        detail = " ".join(str(exc).split())
-        print(f"[FATAL] [ocdit]: cannot start: the ROS arguments are invalid ({detail}); check --params-file "
-              "(a YAML file with <node name or /**>: ros__parameters: {...}) and -p name:=value", file=sys.stderr)
-        return None, 2
-    try:
-        return node_class(), 0
-    except SetupError as exc:
-        message = exc.render(f"parameter '{exc.setting}'")
-    except KeyboardInterrupt:
-        rclpy.try_shutdown()
-        return None, 130
-    rclpy.logging.get_logger("ocdit").fatal(f"cannot start: {message}")
-    rclpy.try_shutdown()
-    return None, 2
-
-
-def check_params_files(argv) -> str | None:
-    """Why a --params-file cannot be used, or None. rcl accepts some broken files silently (a
-    plain string) and reports others in two lines of parser internals; this says it in one."""
-    import yaml
-
-    for flag, value in zip(argv, argv[1:]):
-        if flag != "--params-file":
-            continue
-        path = Path(value).expanduser()
-        fix = "give a YAML file like config/ocdit.yaml: <node name or /**>: ros__parameters: {name: value}"
-        if not path.is_file():
-            return f"--params-file {value} does not exist; {fix}"
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            return f"--params-file {value} is not valid YAML ({' '.join(str(exc).split())}); {fix}"
-        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-            return f"--params-file {value} is not a mapping of node names to ros__parameters; {fix}"
-    return None
-
-
-def spin(node, until=None) -> None:
-    """Serve `node` (until the future `until` completes, if given); Ctrl-C ends it quietly."""
-    executor = rclpy.executors.MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        if until is None:
-            executor.spin()
-        else:
-            executor.spin_until_future_complete(until)
-            time.sleep(0.5)  # a shutdown service's response is still being sent by an executor thread
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    except Exception:
-        # Ctrl-C between two waits: rclpy's handler has already shut the context down and the
-        # executor fails to build its wait set (RCLError) instead of raising the exception above.
-        if executor.context.ok():
-            raise
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
 
 
 def main(args=None) -> int:

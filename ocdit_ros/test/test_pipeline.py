@@ -397,3 +397,14 @@ def test_objects_are_converted_once_across_frames():
     fresh = [Archived("red", RED), objs[1]]  # a new object is converted, the kept one is not
     seg.segment(img, fresh)
     assert fresh[0].converted == 1 and objs[1].converted == 1
+
+
+def test_a_partial_stage_in_a_config_keeps_that_stages_defaults(tmp_path):
+    """`refine: {num_steps: 3}` changes the steps only; it once replaced the stage with StageConfig's
+    bare defaults (4 members x 1 crop instead of the refine stage's 2 x 3)."""
+    path = tmp_path / "p.yaml"
+    path.write_text("refine:\n  num_steps: 3\ncoarse:\n  rho: 7.0\n")
+    cfg, default = PipelineConfig.from_yaml(path), PipelineConfig()
+    assert cfg.refine == StageConfig(**{**default.refine.__dict__, "num_steps": 3})
+    assert cfg.coarse == StageConfig(**{**default.coarse.__dict__, "rho": 7.0})
+    assert default.replace(**{"refine.num_steps": 3}).refine == cfg.refine

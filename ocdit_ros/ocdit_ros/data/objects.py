@@ -38,7 +38,7 @@ SPLIT_FILE = Path(__file__).resolve().parent / "splits" / "sh3d_v1.json"
 MAX_SIZE_CM = 40.0
 MAX_FACES = 60000  # our CPU renderers stay fast; only a handful of catalogue models are larger
 EXCLUDED_CATEGORIES = {"Characters", "Doors and windows", "Staircases"}
-SPLIT_TARGETS = {"test": 40, "val": 20}  # objects; the rest is train (notes/data.md: 160/20/40)
+SPLIT_TARGETS = {"test": 40, "val": 20}  # objects; the rest is train (160/20/40, docs/data.md)
 MAX_HELDOUT_GROUP = 6
 # Words that name a variant, not the kind of object; dropped before taking the group noun.
 VARIANT_WORDS = {

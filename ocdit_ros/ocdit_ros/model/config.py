@@ -295,10 +295,9 @@ def tiny() -> OCDiTConfig:
 
 
 def small() -> OCDiTConfig:
-    """The shipped default model's shape: 1.2 M parameters, trainable on 2 CPU cores in about an hour.
-
-    The backbone is a 4-block ViT trained from scratch with the rest (no pretrained DINOv2 is
-    reachable where it was trained); see ocdit_ros/weights/MODEL_CARD.md.
+    """The first default model's shape (v1, replaced): 1.2 M parameters, trainable on 2 CPU cores
+    in about an hour, on an 8x8 patch grid. The backbone is a 4-block ViT trained from scratch
+    with the rest (no pretrained DINOv2 is reachable here). The shipped model is `small16`.
     """
     return OCDiTConfig(
         image_size=(112, 112),

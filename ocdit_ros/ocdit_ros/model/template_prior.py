@@ -34,8 +34,8 @@ class TemplatePrior(nn.Module):
     def __init__(self, feature_dim: int, descriptor_dim: int, dim: int):
         super().__init__()
         if descriptor_dim < _HIST + 3:
-            raise ValueError(f"the template prior needs the colour_hist descriptor ({_HIST + 6} channels), "
-                             f"got {descriptor_dim} descriptor channels")
+            raise ValueError(f"the template prior needs the colour_hist descriptor (at least {_HIST + 3} channels: "
+                             f"the histogram and the channel means), got {descriptor_dim} descriptor channels")
         self.start = feature_dim - descriptor_dim  # the descriptor is the last channels of the features
         self.proj = nn.Linear(self.num_maps, dim)
         self.reset_parameters()

@@ -37,11 +37,6 @@ class Proposal:
         return self.prob > threshold
 
 
-def iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    union = (a | b).sum().item()
-    return (a & b).sum().item() / union if union else 0.0
-
-
 def ious(masks: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """IoU of each of `masks` (K, H, W) with `other` (H, W) or with each of other (K, H, W)."""
     inter = (masks & other).flatten(1).sum(1)

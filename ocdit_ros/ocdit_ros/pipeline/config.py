@@ -39,7 +39,7 @@ def _check_ranges(obj, ranges: dict[str, tuple], prefix: str) -> None:
 
 @dataclass
 class StageConfig:
-    ensemble: int = 4  # noise seeds per view (E)
+    ensemble: int = 1  # noise seeds per view (E); PipelineConfig sets each stage's default
     augmentations: int = 1  # spatial views incl. the plain one (A)
     num_steps: int = 9
     rho: float = 9.0
@@ -147,7 +147,8 @@ class PipelineConfig:
                 bad = set(data[stage]) - stage_known
                 if bad:
                     raise ValueError(f"unknown {stage} settings {sorted(bad)}")
-                data[stage] = StageConfig(**data[stage])
+                # A partial stage keeps this config's defaults for that stage, not StageConfig's bare ones.
+                data[stage] = dataclasses.replace(getattr(cls(), stage), **data[stage])
         return cls(**data).validate()
 
     @classmethod

@@ -117,7 +117,6 @@ def augmentation_views(base: View, count: int, zoom: float) -> list[View]:
     four corners — the paper's "full image + 5 spatial augmentations"."""
     views = [base]
     w, h = base.x1 - base.x0, base.y1 - base.y0
-    cw, ch = w * zoom, h * zoom
     anchors = [(0.5, 0.5), (0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
     for i in range(count - 1):
         ax, ay = anchors[i % len(anchors)]

@@ -357,10 +357,10 @@ def test_sigma_laws_from_uniform_draws():
         sigma_from_uniform(half, "cosine", 0, 1)
 
 
-# --- backbone pretraining by template matching (training/backbone_pretrain.py) ------------------
+# --- backbone pretraining by template matching (the trainer's backbone stage) -------------------
 
 def test_patch_labels_take_the_object_covering_more_than_half_a_patch():
-    from ocdit_ros.training.backbone_pretrain import patch_labels
+    from ocdit_ros.training.samples import patch_labels
 
     a = np.zeros((16, 16), bool)
     a[:8, :8] = True  # patch (0, 0) whole
@@ -374,29 +374,28 @@ def test_patch_labels_take_the_object_covering_more_than_half_a_patch():
 
 def test_backbone_pretraining_learns_to_match_templates_and_writes_a_frozen_backbone(data, tmp_path):
     from ocdit_ros.model import OCDiT
-    from ocdit_ros.training.backbone_pretrain import PretrainConfig, draw_sample, matching_loss, pretrain
+    from ocdit_ros.training.losses import MatchingLoss
 
-    split, templates = data
-    cfg = PretrainConfig(data=[str(split)], templates=str(templates), out=str(tmp_path / "bb"), model="tiny",
-                         steps=40, batch_size=2, lr=2e-3, templates_per_object=2, recolour_prob=0.0,
-                         colour_jitter=0.0, crop_scale=(0.9, 1.0), log_every=10)
+    cfg = _cfg("backbone", data, tmp_path, steps=40, lr=2e-3, templates_per_object=2, recolour_prob=0.0,
+               colour_jitter=0.0, crop_scale=(0.9, 1.0), log_every=10, checkpoint_every=20, warmup_steps=4,
+               ema_decay=0.5)
     torch.manual_seed(0)
     untrained = OCDiT.from_config(tiny()).feature_extractor.model
-    path = pretrain(cfg, log=lambda row: None)
-    rows = [json.loads(line) for line in (tmp_path / "bb" / "log.jsonl").read_text().splitlines()]
+    trainer = Trainer(cfg, quiet=True)
+    assert {n.split(".")[0] for n, p in trainer.model.named_parameters() if p.requires_grad} == {"feature_extractor"}
+    trainer.fit()
+    path = trainer.export()
+    rows = [json.loads(line) for line in (tmp_path / "backbone" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [10, 20, 30, 40]
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    assert (tmp_path / "backbone" / "checkpoint_0000040.pt").is_file()  # the trainer's checkpoints
     model = load_model(path)
     assert model.config.backbone.trainable is False  # later stages start from it frozen
     # Fresh crops: the trained ViT puts each object's patches nearest its own templates.
-    from ocdit_ros.training.samples import load_template_bank
-
-    src = SampleSource(TrainConfig(stage="coarse", data=[str(split)], templates=str(templates), seed=99,
-                                   templates_per_object=2, crop_scale=(0.9, 1.0)), model.config,
-                       load_template_bank(templates))
-    batch = [draw_sample(src, np.random.default_rng([99, i]), model.config.backbone.patch_size) for i in range(4)]
+    src = SampleSource(dataclasses.replace(cfg, seed=99), model.config, trainer.source.templates)
+    batch = [src.sample(i) for i in range(4)]
     with torch.no_grad():
-        _, acc = matching_loss(model.feature_extractor.model, batch, model.config.backbone.patch_size, 0.1)
+        acc = MatchingLoss(model.feature_extractor.model, model.config.backbone.patch_size, 0.1)(batch)["train_acc"]
     assert acc >= 0.9
     trained = model.feature_extractor.model.state_dict()
     assert any(not torch.equal(v, trained[k]) for k, v in untrained.state_dict().items() if k != "mask_token")
@@ -410,7 +409,7 @@ class _MeanColour(torch.nn.Module):
 
 
 def test_matching_loss_leaves_the_same_object_in_another_image_out():
-    from ocdit_ros.training.backbone_pretrain import matching_loss
+    from ocdit_ros.training.losses import MatchingLoss
 
     red, green, blue = torch.tensor([1.0, 0, 0]), torch.tensor([0, 1.0, 0]), torch.tensor([0, 0, 1.0])
 
@@ -422,7 +421,8 @@ def test_matching_loss_leaves_the_same_object_in_another_image_out():
 
     # Object 1 is red in both images; image 1 also holds a blue-green object 3.
     batch = [item(red, green, [1, 2]), item(red, 0.6 * green + 0.8 * blue, [1, 3])]
-    loss, acc = matching_loss(_MeanColour(), batch, 4, 0.5)
+    out = MatchingLoss(_MeanColour(), 4, 0.5)(batch)
+    loss, acc = out["loss"], float(out["train_acc"])
     protos = torch.nn.functional.normalize(torch.stack([red, green, red, 0.6 * green + 0.8 * blue]), dim=1)
     feats = protos  # each patch is exactly its object's colour
     logits = feats @ protos.T / 0.5

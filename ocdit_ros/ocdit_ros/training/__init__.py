@@ -1,4 +1,4 @@
-"""Training: mask VAE, coarse and refine OC-DiT on BOP-format scenes (no ROS)."""
+"""Training: mask VAE, coarse and refine OC-DiT, backbone pretraining, on BOP-format scenes (no ROS)."""
 
 from .config import TrainConfig
 from .trainer import EMA, Trainer, build_model, lr_factor

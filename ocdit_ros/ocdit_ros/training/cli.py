@@ -1,7 +1,7 @@
 """`ocdit train vae|coarse|refine --config train.yaml [--data DIR ...] [--out DIR] [--steps N] [--stop-at N]`.
 
-`ocdit train backbone --data DIR --templates DIR --out DIR` pretrains the ViT alone by template
-matching (training/backbone_pretrain.py); the diffusion-stage options do not apply to it.
+`ocdit train backbone --config ... --data DIR --templates DIR --out DIR` pretrains the ViT alone by
+template matching (`losses.MatchingLoss`), a stage of the same trainer as the others.
 
 Resumes from the newest checkpoint in --out unless --restart; ends by exporting EMA weights to
 OUT/model.safetensors. Under `torchrun --nproc_per_node K -m ocdit_ros.cli train ...` it trains
@@ -43,8 +43,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    if args.stage == "backbone":
-        return _backbone(args)
     from .trainer import Trainer
 
     try:
@@ -76,31 +74,6 @@ def run(args) -> int:
     if dist.is_initialized():  # under torchrun: leave together, then close gloo/NCCL cleanly
         dist.barrier()
         dist.destroy_process_group()
-    return 0
-
-
-def _backbone(args) -> int:
-    """Template-matching pretraining of the ViT; YAML keys are PretrainConfig fields."""
-    from dataclasses import fields
-
-    from .backbone_pretrain import PretrainConfig, pretrain
-
-    try:
-        raw = _yaml(args.config)
-        for key in ("data", "templates", "model", "out", "steps", "batch_size", "lr"):
-            if getattr(args, key) is not None:
-                raw[key] = getattr(args, key)
-        unknown = set(raw) - {f.name for f in fields(PretrainConfig)}
-        if unknown:
-            raise ValueError(f"unknown backbone pretraining option(s) {sorted(unknown)}")
-        if "crop_scale" in raw:
-            raw["crop_scale"] = tuple(raw["crop_scale"])
-        cfg = PretrainConfig(**raw).validate()
-        path = pretrain(cfg, log=lambda row: print(row, file=sys.stderr))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"ocdit train backbone: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"weights: {path}")
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 import yaml
 
-Stage = Literal["vae", "coarse", "refine"]
+Stage = Literal["vae", "coarse", "refine", "backbone"]
 
 
 @dataclass
@@ -68,21 +68,26 @@ class TrainConfig:
     # diffusion noise levels: None = the model config's (the paper: log-uniform); "normal" = EDM's
     # log-normal around the model's P_mean/P_std, which spends fewer steps on trivial low noise
     sigma_distribution: str | None = None
+    # backbone: InfoNCE temperature of patch-to-prototype cosine similarities
+    temperature: float = 0.1
     # VAE
     kl_weight: float = 1e-4  # beta of the beta-VAE
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
 
     def validate(self) -> "TrainConfig":
-        if self.stage not in ("vae", "coarse", "refine"):
-            raise ValueError(f"stage={self.stage!r}: use vae, coarse or refine")
-        if not self.data:
-            raise ValueError("no training data: set data (BOP split folders, e.g. DATA/train) or pass --data")
+        if self.stage not in ("vae", "coarse", "refine", "backbone"):
+            raise ValueError(f"stage={self.stage!r}: use vae, coarse, refine or backbone")
+        missing = [] if self.data else ["data (BOP split folders, e.g. DATA/train; --data)"]
+        if self.stage != "vae" and not self.templates:
+            missing.append("templates (the training objects' template archives; --templates)")
+        if missing:
+            raise ValueError(f"training stage {self.stage} needs {' and '.join(missing)}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be >= 1")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature}: must be > 0")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes={self.max_minutes}: a time budget must be > 0 minutes")
-        if self.stage != "vae" and not self.templates:
-            raise ValueError("templates: a folder for the training objects' template archives is required")
         return self
 
     @classmethod

@@ -1,4 +1,5 @@
-"""The training objectives as modules (so DistributedDataParallel can wrap them).
+"""The training objectives as modules (so DistributedDataParallel can wrap them): the diffusion
+stages', the mask VAE's, and template matching for backbone pretraining.
 
 `DiffusionLoss` is OCDiT.forward_loss with the randomness (posterior sample, sigma, noise) taken
 from the batch instead of the global RNG; the objective itself is `Diffuser.loss_at` and the
@@ -7,6 +8,7 @@ noise-level law `edm.sigma_from_uniform`, the same code `forward_loss` runs.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,3 +58,61 @@ class VAELoss(nn.Module):
             union = (pred | gt).flatten(1).sum(1).float()
             iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean()
         return {"loss": bce + self.kl_weight * kl, "bce": bce.detach(), "kl": kl.detach(), "iou": iou}
+
+
+# Templates are rendered on black and recolouring keeps black black: a template pixel whose
+# brightest channel exceeds this (uint8 scale) is the object's.
+TEMPLATE_FG = 10
+
+
+def template_prototypes(vit, templates: torch.Tensor, patch: int) -> torch.Tensor:
+    """templates (N, T, 3, S, S) in [0, 1] -> (N, C): unit mean ViT feature over their foreground patches."""
+    n, t = templates.shape[:2]
+    flat = templates.flatten(0, 1)
+    feats = vit.patch_tokens(OCDiT.normalize(flat))  # (N*T, P, C)
+    fg = F.avg_pool2d((flat.amax(1, keepdim=True) > TEMPLATE_FG / 255).float(), patch).flatten(1) > 0.5  # (N*T, P)
+    fg = fg.view(n, t, -1, 1).float()
+    summed = (feats.view(n, t, -1, feats.shape[-1]) * fg).sum((1, 2))
+    return F.normalize(summed / fg.sum((1, 2)).clamp_min(1), dim=-1)
+
+
+class MatchingLoss(nn.Module):
+    """Backbone pretraining (our stand-in for DINOv2's): InfoNCE of each labelled image patch against
+    the template prototypes of every object in the batch, its own object's the positive.
+
+    A ViT trained jointly with the diffuser learns its training objects rather than how to compare
+    templates with an image; this asks for exactly that comparison. The same object in another
+    image of the batch is neither positive nor negative (it may carry the same colours: a
+    duplicate, not a different object). It is what `benchmarks/patch_matching.py` measures on val.
+    """
+
+    def __init__(self, vit: nn.Module, patch: int, temperature: float):
+        super().__init__()
+        self.vit, self.patch, self.temperature = vit, patch, temperature
+
+    def forward(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        images = torch.stack([b["image"] for b in batch])
+        feats = F.normalize(self.vit.patch_tokens(OCDiT.normalize(images)), dim=-1)  # (B, P, C)
+        protos = template_prototypes(self.vit, torch.cat([b["templates"] for b in batch]), self.patch)  # (K, C)
+        ids = torch.tensor([o for b in batch for o in b["obj_ids"]])
+        start = np.cumsum([0] + [len(b["obj_ids"]) for b in batch])
+        rows, targets, blocked = [], [], []
+        for i, b in enumerate(batch):
+            lab = b["labels"].flatten().cpu()
+            keep = lab >= 0
+            if not keep.any():
+                continue
+            target = lab[keep] + int(start[i])
+            rows.append(feats[i][keep.to(feats.device)])
+            targets.append(target)
+            own = torch.zeros(len(ids), dtype=torch.bool)
+            own[int(start[i]):int(start[i + 1])] = True
+            blocked.append((ids[None] == ids[target][:, None]) & ~own[None])  # same object, other image
+        if not rows:
+            zero = feats.sum() * 0.0
+            return {"loss": zero, "train_acc": zero.detach()}
+        logits = (torch.cat(rows) @ protos.T).float() / self.temperature
+        logits = logits.masked_fill(torch.cat(blocked).to(logits.device), float("-inf"))
+        target = torch.cat(targets).to(logits.device)
+        acc = (logits.argmax(1) == target).float().mean()
+        return {"loss": F.cross_entropy(logits, target), "train_acc": acc.detach()}

@@ -1,4 +1,5 @@
-"""Training samples from BOP scenes: masks (VAE), multi-object crops (coarse), object crops (refine).
+"""Training samples from BOP scenes: masks (VAE), multi-object crops (coarse), object crops (refine),
+crops with per-patch object labels (backbone pretraining by template matching).
 
 Every sample is a pure function of (seed, global index): its own NumPy generator draws the image,
 crop, objects, template views, augmentations and also the diffusion noise. So a resumed run sees
@@ -55,6 +56,16 @@ def crop_resize(img: np.ndarray, box, size: tuple[int, int], resample, fill: int
     fillcolor = (fill,) * 3 if img.ndim == 3 else fill
     return np.asarray(pil.transform((size[1], size[0]), Image.EXTENT, (x0, y0, x1, y1), resample=resample,
                                     fillcolor=fillcolor))
+
+
+def patch_labels(masks: list[np.ndarray], owners: list[int], patch: int) -> torch.Tensor:
+    """(h, w) long: the owner of the mask covering more than half a patch, else -1 (masks: (H, W) bool)."""
+    h, w = masks[0].shape if masks else (patch, patch)
+    labels = torch.full((h // patch, w // patch), -1, dtype=torch.long)
+    for m, o in zip(masks, owners):
+        cover = torch.nn.functional.avg_pool2d(torch.from_numpy(m).float()[None, None], patch)[0, 0]
+        labels[cover > 0.5] = o
+    return labels
 
 
 # The pipeline pads views with grey (views.View.render, fill 0.5): training crops that leave the
@@ -125,6 +136,8 @@ class SampleSource:
     def sample(self, index: int) -> dict[str, torch.Tensor]:
         rng = self.rng(index)
         z = self.model_cfg.vae.z_channels
+        if self.cfg.stage == "backbone":
+            return self._matching(rng)
         if self.cfg.stage == "vae":
             out = self._vae(rng)
             out["posterior_eps"] = torch.from_numpy(rng.standard_normal((z, *self.latent_size)).astype(np.float32))
@@ -245,6 +258,16 @@ class SampleSource:
         image = self._crop_image(rgb, box, rng)
         return {"images": image, "templates": self._templates([q[0] for q in queries], rng, colours),
                 "masks": torch.from_numpy(np.stack([q[1] for q in queries])).float()}
+
+    def _matching(self, rng: np.random.Generator) -> dict:
+        """A coarse-stage crop with per-patch labels indexing `obj_ids` (the objects of its image) and
+        templates (N, T, 3, S, S) of those objects, recoloured like their pixels."""
+        im, rgb, full, colours, box = self.random_scene_crop(rng)
+        masks = [crop_resize(m, box, self.image_size, Image.BILINEAR) > 127 for m in full]  # per patch: image size
+        obj_ids = sorted({i.obj_id for i in im.instances})
+        labels = patch_labels(masks, [obj_ids.index(i.obj_id) for i in im.instances], self.model_cfg.backbone.patch_size)
+        return {"image": self._crop_image(rgb, box, rng), "labels": labels, "obj_ids": obj_ids,
+                "templates": self._templates(obj_ids, rng, colours)}
 
     def _instance_box(self, inst: GtInstance, rng: np.random.Generator, scale, shift) -> tuple:
         x, y, bw, bh = inst.bbox

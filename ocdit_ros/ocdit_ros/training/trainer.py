@@ -1,4 +1,5 @@
-"""The training loop: AdamW, warm-up + cosine, EMA, checkpoints with exact resume, logs, DDP.
+"""The training loop of every stage (vae, coarse, refine, backbone): AdamW, warm-up + cosine, EMA,
+checkpoints with exact resume, logs, DDP.
 
 Launch one process (`ocdit train coarse --config ...`) or several with `torchrun`; under torchrun
 every rank draws its own slice of each global batch (samples.py) and DistributedDataParallel
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..model import OCDiT, load_config
 from ..model.weights import config_from_file, load_weights, read_state_dict, save_weights
 from .config import TrainConfig
-from .losses import DiffusionLoss, VAELoss
+from .losses import DiffusionLoss, MatchingLoss, VAELoss
 from .samples import SampleSource, load_template_bank
 
 CHECKPOINT = "checkpoint_{step:07d}.pt"
@@ -56,6 +57,14 @@ class _BatchIndices(Sampler):
         return (self.steps - self.start) * self.batch
 
 
+def _as_list(samples: list) -> list:
+    return samples
+
+
+def _to(sample: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in sample.items()}
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine down to min_lr_ratio."""
     if step < cfg.warmup_steps:
@@ -65,7 +74,9 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def build_model(cfg: TrainConfig) -> OCDiT:
-    """The model of a stage: the init weights' config (if stored) else `cfg.model`; VAE trainable only in its stage."""
+    """The model of a stage: the init weights' config (if stored) else `cfg.model`. Only the stage's
+    part trains: the VAE in `vae`, the ViT alone in `backbone`, the diffuser (and the ViT unless
+    frozen) in `coarse` and `refine`."""
     stored = config_from_file(cfg.init) if cfg.init else None
     model_cfg = stored or load_config(cfg.model)
     if stored is not None and cfg.init_partial:
@@ -75,6 +86,8 @@ def build_model(cfg: TrainConfig) -> OCDiT:
     model_cfg.vae.trainable = cfg.stage == "vae"
     if cfg.backbone_init:
         model_cfg.backbone = dataclasses.replace(model_cfg.backbone, trainable=False)
+    if cfg.stage == "backbone":
+        model_cfg.backbone = dataclasses.replace(model_cfg.backbone, trainable=True)
     if stored is not None:
         # The init file holds the backbone: build without fetching backbone.weights (as load_model).
         model = OCDiT.from_config(dataclasses.replace(model_cfg, backbone=dataclasses.replace(model_cfg.backbone,
@@ -89,6 +102,9 @@ def build_model(cfg: TrainConfig) -> OCDiT:
     if cfg.stage == "vae":
         model.requires_grad_(False)
         model.vae.requires_grad_(True)
+    elif cfg.stage == "backbone":
+        model.requires_grad_(False)
+        model.feature_extractor.requires_grad_(True)
     else:
         model.vae.requires_grad_(False)
         model.diffuser.requires_grad_(True)
@@ -171,8 +187,13 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         templates = load_template_bank(cfg.templates) if cfg.stage != "vae" else None
         self.source = SampleSource(cfg, self.model.config, templates)
-        self.loss_fn = (VAELoss(self.model, cfg.kl_weight) if cfg.stage == "vae"
-                        else DiffusionLoss(self.model, cfg.sigma_distribution))
+        if cfg.stage == "vae":
+            self.loss_fn = VAELoss(self.model, cfg.kl_weight)
+        elif cfg.stage == "backbone":
+            self.loss_fn = MatchingLoss(self.model.feature_extractor.model, self.model.config.backbone.patch_size,
+                                        cfg.temperature)
+        else:
+            self.loss_fn = DiffusionLoss(self.model, cfg.sigma_distribution)
         self.wrapped = self.loss_fn
         if self.world > 1:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(
@@ -228,16 +249,21 @@ class Trainer:
         workers = self.cfg.num_workers
         # Its own generator: creating the iterator must not advance the global RNG, which the
         # model's random class positions use and checkpoints restore.
-        return DataLoader(_Samples(self.source), generator=torch.Generator().manual_seed(self.cfg.seed), batch_size=self.cfg.batch_size, sampler=sampler,
+        # Backbone samples hold a varying number of objects each: batches stay lists of samples.
+        collate = _as_list if self.cfg.stage == "backbone" else None
+        return DataLoader(_Samples(self.source), generator=torch.Generator().manual_seed(self.cfg.seed),
+                          batch_size=self.cfg.batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None,
                           pin_memory=self.device.type == "cuda")
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def train_step(self, batch: dict[str, torch.Tensor] | list[dict]) -> dict[str, float]:
         self.model.train()
         self.model.vae.train(self.cfg.stage == "vae")
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with self.autocast:
-            out = self.wrapped(**batch)
+            if isinstance(batch, list):  # backbone: one dict per sample
+                out = self.wrapped([_to(s, self.device) for s in batch])
+            else:
+                out = self.wrapped(**_to(batch, self.device))
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
@@ -311,6 +337,8 @@ class Trainer:
         if self.cfg.stage == "vae":
             model.config.vae.raw_std = self.latent_std(model)
             model.vae.scale = model.config.vae.final_std / model.config.vae.raw_std
+        if self.cfg.stage == "backbone":  # stages that start from this file keep the ViT frozen
+            model.config.backbone = dataclasses.replace(model.config.backbone, trainable=False)
         save_weights(model.cpu(), path)
         return path
 

@@ -38,6 +38,7 @@ from ocdit_ros.model.descriptor import descriptor_dim, patch_descriptor  # noqa:
 from ocdit_ros.model.template_prior import TemplatePrior  # noqa: E402
 from ocdit_ros.naming import obj_name  # noqa: E402
 from ocdit_ros.templates.archive import load_archive  # noqa: E402
+from ocdit_ros.training.samples import patch_labels  # noqa: E402
 
 
 def features(model: OCDiT, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -69,16 +70,12 @@ def run(args) -> dict:
         y0, x0 = (h - side) // 2, (w - side) // 2
         crop = Image.fromarray(rgb[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR)
         x = torch.from_numpy(np.array(crop)).permute(2, 0, 1).float()[None] / 255
-        labels = torch.full((size // p, size // p), -1, dtype=torch.long)
-        present = []
+        masks, owners = [], [inst.obj_id for inst in im.instances]
         for inst in im.instances:
             m = np.asarray(Image.open(inst.mask_visib_path).convert("L"))[y0:y0 + side, x0:x0 + side] > 127
-            m = torch.from_numpy(np.asarray(Image.fromarray(m).resize((size, size), Image.NEAREST))).float()
-            cover = F.avg_pool2d(m[None, None], p)[0, 0]
-            if (cover > 0.5).any():
-                labels[cover > 0.5] = inst.obj_id
-                present.append(inst.obj_id)
-        present = sorted(set(present))
+            masks.append(np.asarray(Image.fromarray(m).resize((size, size), Image.NEAREST)))
+        labels = patch_labels(masks, owners, p)  # the training stage's labels (a later mask wins a patch)
+        present = sorted({o for m, o in zip(masks, owners) if (patch_labels([m], [o], p) >= 0).any()})
         if len(present) < 2:
             continue
         for oid in present:

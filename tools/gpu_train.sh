@@ -23,6 +23,9 @@ minutes=${MINUTES:-}
 work=${WORK:-$(mktemp -d /tmp/ocdit_gpu.XXXXXX)}
 weights=ocdit_ros/ocdit_ros/weights
 export PYTHONPATH="$PWD/ocdit_ros${PYTHONPATH:+:$PYTHONPATH}" ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# Two training processes and their data workers share the cores: the main processes mostly launch
+# GPU work, so a few threads each, not one per core (the workers already use one).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 [ -f "$pack" ] || { echo "gpu_train: no data pack $pack: make it here with tools/pack_gpu_data.sh WORK and carry it" >&2; exit 2; }
 mkdir -p "$out" "$work/data"
 tar -xzf "$pack" -C "$work/data"

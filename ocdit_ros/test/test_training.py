@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from ocdit_ros.model import load_model, tiny
 from ocdit_ros.training import TrainConfig, Trainer, lr_factor
-from ocdit_ros.training.samples import SampleSource, index_split
+from ocdit_ros.training.samples import SampleSource, index_split, load_template_bank
 
 from handmade_data import write_scene as _write_scene, write_templates as _write_templates
 
@@ -459,3 +460,16 @@ def test_time_budget_fits_the_run_to_the_budget_and_stops_on_time(monkeypatch):
     short = trainer_module.TimeBudget(minutes=1.0, steps=60, start_step=0)
     clock[0] += 7.0
     assert short.update(12) == 60  # the fitted length never exceeds the configured steps
+
+
+def test_refine_wrong_object_queries_name_the_problem_when_no_object_is_absent(data, tmp_path):
+    """Every template object in every image: a wrong-object query has no absent object to ask for."""
+    split, templates = data
+    only = tmp_path / "three"
+    only.mkdir()
+    for f in Path(templates).glob("obj_00000[123].*"):
+        (only / f.name).write_bytes(f.read_bytes())
+    cfg = _cfg("refine", (split, only), tmp_path, false_positive_rate=1.0, present_negative_rate=0.0)
+    src = SampleSource(cfg, tiny(), load_template_bank(only))
+    with pytest.raises(ValueError, match="every template object is in an image"):
+        src.sample(0)

@@ -298,6 +298,9 @@ class SampleSource:
                 mask = crop_resize(union, box, self.mask_size, Image.BILINEAR) > 127
             else:
                 absent = [o for o in self.object_pool.tolist() if o not in present]
+                if not absent:
+                    raise ValueError(f"false_positive_rate={cfg.false_positive_rate}, but every template object is in "
+                                     f"an image; add templates of more objects or set false_positive_rate: 0")
                 obj, mask = int(rng.choice(absent)), np.zeros(self.mask_size, dtype=bool)
                 if (m := self._draw_colour(rng)) is not None:
                     colours[obj] = m

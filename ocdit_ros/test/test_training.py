@@ -327,7 +327,8 @@ def test_cli_stop_at_ends_early_on_the_full_schedule_and_the_run_continues(data,
     assert [r["lr"] for r in first] == [r["lr"] for r in whole[:3]]
     both = train(tmp_path / "parts")  # continues to --steps from the checkpoint at 3
     assert [r["step"] for r in both] == [1, 2, 3, 4, 5, 6]
-    ref, got = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "parts" / "model.safetensors"))
+    ref = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    got = load_file(str(tmp_path / "parts" / "model.safetensors"))
     assert all(torch.equal(got[k], ref[k]) for k in ref)
 
 

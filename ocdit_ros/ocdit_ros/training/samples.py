@@ -119,7 +119,8 @@ class SampleSource:
             raise ValueError(f"no visible instances in {cfg.data}")
         self.image_size = tuple(model_cfg.image_size)
         self.mask_size = model_cfg.mask_size(self.image_size)
-        self.latent_size = (self.mask_size[0] // model_cfg.vae.downsampling, self.mask_size[1] // model_cfg.vae.downsampling)
+        down = model_cfg.vae.downsampling
+        self.latent_size = (self.mask_size[0] // down, self.mask_size[1] // down)
         self.templates = templates or {}  # obj_id -> (V, S, S, 3) uint8
         present = sorted({i.obj_id for im in self.images for i in im.instances})
         missing = [o for o in present if o not in self.templates] if cfg.stage != "vae" else []
@@ -265,7 +266,8 @@ class SampleSource:
         im, rgb, full, colours, box = self.random_scene_crop(rng)
         masks = [crop_resize(m, box, self.image_size, Image.BILINEAR) > 127 for m in full]  # per patch: image size
         obj_ids = sorted({i.obj_id for i in im.instances})
-        labels = patch_labels(masks, [obj_ids.index(i.obj_id) for i in im.instances], self.model_cfg.backbone.patch_size)
+        owners = [obj_ids.index(i.obj_id) for i in im.instances]
+        labels = patch_labels(masks, owners, self.model_cfg.backbone.patch_size)
         return {"image": self._crop_image(rgb, box, rng), "labels": labels, "obj_ids": obj_ids,
                 "templates": self._templates(obj_ids, rng, colours)}
 

@@ -46,7 +46,7 @@ unexport _ROS_WHEELS_BOOTSTRAP_COMPLETE LD_LIBRARY_PATH PYTHONPATH AMENT_PREFIX_
 .PHONY: help test demo bench venv msgs lock clean
 
 help:
-	@echo "make test   set up .venv if missing or stale, then run all tests (ocdit_ros/test)"
+	@echo "make test   set up .venv if missing or stale, then ruff check . and run all tests (ocdit_ros/test)"
 	@echo "make demo   set up, then run the demo into demo_out/"
 	@echo "make bench  set up, then run benchmarks/model.py and benchmarks/pipeline.py"
 	@echo "make venv   only the set-up (pinned deps, ROS 2 wheels, ocdit_msgs, ocdit_ros)"
@@ -54,7 +54,9 @@ help:
 	@echo "make lock   regenerate requirements/lock.txt from core.txt, ros.txt and dev.txt"
 	@echo "make clean  remove .venv, build/ and demo_out/"
 
+# ruff first, so a lint finding fails `make test` before the (long) pytest run.
 test: venv
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest ocdit_ros/test -ra
 
 demo: venv

@@ -109,7 +109,8 @@ def node_frames(device, preset, deadline, quick=False) -> dict:
             "--templates", "8", "--repeats", "2"]
     if quick:
         argv += ["--image", "120", "160", "--objects", "2", "--templates", "2", "--repeats", "1",
-                 "--coarse-ensemble", "1", "--refine-ensemble", "1", "--refine-augmentations", "1", "--max-instances", "2"]
+                 "--coarse-ensemble", "1", "--refine-ensemble", "1", "--refine-augmentations", "1",
+                 "--max-instances", "2"]
     try:
         import rclpy  # noqa: F401
     except ImportError:

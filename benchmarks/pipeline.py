@@ -25,7 +25,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from ocdit_ros.model import OCDiT, edm, load_config, load_model
+from ocdit_ros.model import OCDiT, load_config, load_model
 from ocdit_ros.model.config import OCDiTConfig
 from ocdit_ros.pipeline import ObjectSpec, PipelineConfig, Segmenter, StageConfig
 
@@ -261,7 +261,8 @@ def print_table(report: dict) -> None:
     print(f"machine: {m['device']} ({m['name']}), torch {m['torch']}, {m['threads']} threads, "
           f"load average {', '.join(f'{x:.1f}' for x in m['load_average'])}")
     print(f"setting: {s}")
-    print(f"| stage | ms | % of frame | evaluations | batches (views x members x objects) | GFLOP measured | GFLOP analytic |")
+    print("| stage | ms | % of frame | evaluations | batches (views x members x objects) | GFLOP measured "
+          "| GFLOP analytic |")
     print("|---|---|---|---|---|---|---|")
     for st in report["stages"]:
         pct = "" if st["stage"].startswith("backbone: templates") else f"{100 * st['ms'] / report['frame_ms']:.1f}"

@@ -41,7 +41,8 @@ setup(
     package_data={"ocdit_ros": ["weights/*.safetensors", "weights/*.md", "data/splits/*.json"]},
     # The ML core only; rclpy and the messages come from ROS (or `make`), imported lazily.
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4", "pyyaml>=6", "pillow>=9"],
-    extras_require={"eval": ["pycocotools>=2.0.7"], "progress": ["tqdm>=4"], "templates": ["trimesh>=4", "scipy"], "bag": ["rosbags>=0.10"],
+    extras_require={"eval": ["pycocotools>=2.0.7"], "progress": ["tqdm>=4"],
+                    "templates": ["trimesh>=4", "scipy"], "bag": ["rosbags>=0.10"],
                     "data": ["trimesh>=4", "scipy", "pybullet>=3.2"], "train": ["tensorboard", "tqdm>=4"]},
     python_requires=">=3.10",
     zip_safe=False,  # the weights and the split are read as files

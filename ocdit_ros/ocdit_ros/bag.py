@@ -34,13 +34,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def msg_definitions_dir() -> Path:
     """Where ocdit_msgs' .msg files are: an installed share/ (ROS or our venv) or the source tree."""
-    candidates = [Path(p) / "share" / "ocdit_msgs" / "msg" for p in os.environ.get("AMENT_PREFIX_PATH", "").split(":") if p]
+    candidates = [Path(p) / "share" / "ocdit_msgs" / "msg"
+                  for p in os.environ.get("AMENT_PREFIX_PATH", "").split(":") if p]
     candidates += [Path(sys.prefix) / "share" / "ocdit_msgs" / "msg",
                    Path(__file__).resolve().parents[2] / "ocdit_msgs" / "msg"]
     for c in candidates:
         if (c / "InstanceArray.msg").is_file():
             return c
-    raise FileNotFoundError("ocdit_msgs message definitions not found (looked in " + ", ".join(map(str, candidates)) + ")")
+    raise FileNotFoundError("ocdit_msgs message definitions not found (looked in "
+                            + ", ".join(map(str, candidates)) + ")")
 
 
 def typestore():

@@ -27,7 +27,8 @@ def write_scene(root: Path, rng: np.random.Generator, objects=(1, 2, 3), h=60, w
             rgb[mask] = colours[oid]
             Image.fromarray(mask.astype(np.uint8) * 255).save(scene / "mask_visib" / f"{im:06d}_{k:06d}.png")
             gt[str(im)].append({"obj_id": oid, "cam_R_m2c": np.eye(3).ravel().tolist(), "cam_t_m2c": [0, 0, 500]})
-            info[str(im)].append({"bbox_visib": [x0, y0, bw, bh], "visib_fract": 1.0, "px_count_visib": int(mask.sum())})
+            info[str(im)].append({"bbox_visib": [x0, y0, bw, bh], "visib_fract": 1.0,
+                                  "px_count_visib": int(mask.sum())})
         Image.fromarray(rgb).save(scene / "rgb" / f"{im:06d}.png")
     (scene / "scene_gt.json").write_text(json.dumps(gt))
     (scene / "scene_gt_info.json").write_text(json.dumps(info))

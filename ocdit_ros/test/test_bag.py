@@ -58,7 +58,8 @@ def test_bag_round_trip_keeps_stamps_and_writes_results(tmp_path, assets, storag
     store = typestore()
     with Reader(tmp_path / "out") as r:
         topics = {c.topic: c.msgtype for c in r.connections}
-        assert topics == {"/ocdit/instances": "ocdit_msgs/msg/InstanceArray", "/ocdit/label_image": "sensor_msgs/msg/Image"}
+        assert topics == {"/ocdit/instances": "ocdit_msgs/msg/InstanceArray",
+                          "/ocdit/label_image": "sensor_msgs/msg/Image"}
         got = {t: [] for t in topics}
         for conn, t, raw in r.messages():
             got[conn.topic].append((t, store.deserialize_cdr(raw, conn.msgtype)))
@@ -92,7 +93,8 @@ def test_bag_results_deserialise_with_rclpy(tmp_path, assets):
 
 def test_bag_errors(tmp_path, assets, capsys):
     make_input_bag(tmp_path / "in", StoragePlugin.MCAP, frames=1)
-    base = ["bag", str(tmp_path / "in"), "--objects", str(assets / "tpl"), "--weights", str(assets / "tiny.safetensors")]
+    base = ["bag", str(tmp_path / "in"), "--objects", str(assets / "tpl"),
+            "--weights", str(assets / "tiny.safetensors")]
     assert main(base + ["--image-topic", "/nope", "--out", str(tmp_path / "o1")]) == 2
     assert "not in the bag" in capsys.readouterr().err
     (tmp_path / "exists").mkdir()
@@ -107,13 +109,15 @@ def test_bag_and_segment_number_bop_categories_the_same_way(tmp_path, assets):
 
     tpl = tmp_path / "tpl"
     for oid in ("obj_000005", "mug", "box"):
-        render_or_load(assets / "box.ply", tpl, RenderSettings(views=12, template_size=42, render_size=96), object_id=oid)
+        render_or_load(assets / "box.ply", tpl, RenderSettings(views=12, template_size=42, render_size=96),
+                       object_id=oid)
     make_input_bag(tmp_path / "in", StoragePlugin.MCAP, frames=3)
     pngs = []
     for k in range(3):  # the frames make_input_bag wrote, as image files
         pngs.append(str(tmp_path / f"{k:06d}.png"))
         Image.fromarray(np.random.default_rng(k).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(pngs[-1])
-    common = ["--objects", str(tpl), "--weights", str(assets / "tiny.safetensors"), "--config", str(assets / "cfg.yaml")]
+    common = ["--objects", str(tpl), "--weights", str(assets / "tiny.safetensors"),
+              "--config", str(assets / "cfg.yaml")]
     assert main(["bag", str(tmp_path / "in"), "--image-topic", "/cam/image_raw", "--out", str(tmp_path / "out"),
                  "--bop-json", str(tmp_path / "bag_bop.json"), *common]) == 0
     assert main(["segment", *pngs, "--out", str(tmp_path / "seg"), "--format", "bop", *common]) == 0

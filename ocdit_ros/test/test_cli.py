@@ -32,7 +32,8 @@ def test_render_then_segment_writes_masks_json_and_overlays(tmp_path, capsys):
                  "--views", "12", "--size", "42"]) == 0
     assert "cached" in capsys.readouterr().err
     (tmp_path / "cfg.yaml").write_text("pipeline:\n  proposal_threshold: 0.0\n  score_threshold: 0.0\n"
-                                       "  min_support: 0.0\n  coarse: {ensemble: 2}\n  refine: {ensemble: 1, augmentations: 1}\n")
+                                       "  min_support: 0.0\n  coarse: {ensemble: 2}\n"
+                                       "  refine: {ensemble: 1, augmentations: 1}\n")
     rc = main(["segment", str(tmp_path / "scene.png"), str(tmp_path / "broken.png"), "--objects", str(tmp_path / "tpl"),
                "--weights", str(tmp_path / "tiny.safetensors"), "--config", str(tmp_path / "cfg.yaml"),
                "--out", str(tmp_path / "out")])
@@ -57,7 +58,8 @@ def test_render_then_segment_writes_masks_json_and_overlays(tmp_path, capsys):
 
 def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, monkeypatch):
     _setup(tmp_path)
-    main(["templates", "render", str(tmp_path / "box.ply"), "--out", str(tmp_path / "tpl"), "--views", "12", "--size", "42"])
+    main(["templates", "render", str(tmp_path / "box.ply"), "--out", str(tmp_path / "tpl"),
+          "--views", "12", "--size", "42"])
     capsys.readouterr()
     base = ["segment", str(tmp_path / "scene.png"), "--out", str(tmp_path / "o")]
     assert main(base + ["--objects", str(tmp_path / "nope"), "--weights", str(tmp_path / "tiny.safetensors")]) == 2

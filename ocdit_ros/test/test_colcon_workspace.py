@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 is set up by `make test`")
-from ros_processes import HERE, RunningNode, camera, clean_env, make_templates, node_args  # noqa: E402
+from ros_processes import RunningNode, camera, clean_env, make_templates, node_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)

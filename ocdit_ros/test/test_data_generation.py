@@ -14,7 +14,8 @@ pybullet = pytest.importorskip("pybullet")
 from ocdit_ros.data.scenes import SceneConfig, generate_split  # noqa: E402
 
 HAVE_CATALOGUE = any(lib.DEFAULT_FURNITURE_DIR.glob("*.sh3f"))
-needs_catalogue = pytest.mark.skipif(not HAVE_CATALOGUE, reason="sweethome3d-furniture not installed (make installs it)")
+needs_catalogue = pytest.mark.skipif(not HAVE_CATALOGUE,
+                                     reason="sweethome3d-furniture not installed (make installs it)")
 
 
 def test_name_groups_collect_variants():

@@ -22,7 +22,8 @@ def test_rle_matches_pycocotools(seed):
     ref = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
     assert ours["counts"] == ref["counts"].decode() and ours["size"] == [h, w]
     assert np.array_equal(rle_decode(ours), mask)
-    assert np.array_equal(coco_mask.decode({"size": ours["size"], "counts": ours["counts"].encode()}).astype(bool), mask)
+    assert np.array_equal(coco_mask.decode({"size": ours["size"], "counts": ours["counts"].encode()}).astype(bool),
+                          mask)
 
 
 def _result():

@@ -13,7 +13,8 @@ from ocdit_ros.ros.image_codec import ImageError, compressed_to_rgb, fill_image,
 def msg(arr, encoding, big_endian=False, pad=0):
     arr = np.ascontiguousarray(arr)
     h, w = arr.shape[:2]
-    raw = arr.astype(arr.dtype.newbyteorder(">" if big_endian else "<")).tobytes() if arr.dtype.itemsize > 1 else arr.tobytes()
+    raw = (arr.astype(arr.dtype.newbyteorder(">" if big_endian else "<")).tobytes() if arr.dtype.itemsize > 1
+           else arr.tobytes())
     row = len(raw) // h
     data = b"".join(raw[r * row:(r + 1) * row] + b"\0" * pad for r in range(h))
     return SimpleNamespace(height=h, width=w, step=row + pad, encoding=encoding, is_bigendian=int(big_endian),

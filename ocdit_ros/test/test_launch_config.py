@@ -32,7 +32,8 @@ def _config_file():
 
 def test_config_lists_every_parameter_with_valid_defaults():
     params, commented = _config_file()
-    assert set(params) == (set(NODE_PARAMS) | set(READ_ONLY)) - {"active_objects"}  # documented as a comment: unset = all
+    # active_objects is documented as a comment: unset = all
+    assert set(params) == (set(NODE_PARAMS) | set(READ_ONLY)) - {"active_objects"}
     for name, (default, rng, _) in NODE_PARAMS.items():
         if name in params:
             assert type(params[name]) is type(default) and params[name] == default, name
@@ -61,7 +62,8 @@ def test_launch_file_declares_the_documented_arguments():
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"]
     assert declared == ["camera_topic", "config", "weights", "templates_dir", "device", "namespace", "use_sim_time",
                         "lifecycle", "dds_profile"]
-    assert '"segment_lifecycle_node" if lifecycle else "segment_node"' in src and '("image", get("camera_topic"))' in src
+    assert ('"segment_lifecycle_node" if lifecycle else "segment_node"' in src
+            and '("image", get("camera_topic"))' in src)
     assert "(LifecycleNode if lifecycle else Node)(" in src
     assert 'additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile}' in src
     assert '"config", "fastdds_large_frames.xml"' in src

@@ -134,7 +134,8 @@ def test_instance_array_round_trip_over_dds():
 def test_object_services_have_the_documented_fields():
     from ocdit_msgs.srv import AddObject, ListObjects, RemoveObject, SetActiveObjects
 
-    assert set(AddObject.Request.get_fields_and_field_types()) == {"object_id", "mesh_path", "mesh_units", "templates_path"}
+    assert set(AddObject.Request.get_fields_and_field_types()) == {"object_id", "mesh_path", "mesh_units",
+                                                                  "templates_path"}
     assert set(AddObject.Response.get_fields_and_field_types()) == {"success", "message", "object_id", "cache_hit",
                                                                    "num_templates"}
     assert ListObjects.Response.get_fields_and_field_types()["active"] == "sequence<boolean>"

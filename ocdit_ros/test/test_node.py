@@ -215,7 +215,8 @@ def test_parameters_change_the_next_frame_and_bad_values_are_rejected(harness):
     assert harness.set_params(score_threshold=0.0, active_objects=["box"])[0].successful
     out = harness.send_and_wait(harness.image(13))
     assert {i.object_id for i in out.instances} <= {"box"}
-    fut = harness.describe_client.call_async(DescribeParameters.Request(names=["coarse.ensemble", "score_threshold", "weights"]))
+    fut = harness.describe_client.call_async(
+        DescribeParameters.Request(names=["coarse.ensemble", "score_threshold", "weights"]))
     wait_for(fut.done, "describe_parameters")
     ens, thr, weights = fut.result().descriptors
     assert (ens.integer_range[0].from_value, ens.integer_range[0].to_value) == (1, 64)  # PipelineConfig's range

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ocdit_ros.model import OCDiT, tiny
 from ocdit_ros.pipeline import ObjectSpec, PipelineConfig, Segmenter, StageConfig
 from ocdit_ros.pipeline.aggregate import Member, cluster_members, resolve_overlaps
-from ocdit_ros.pipeline.views import View, full_view, region_view
+from ocdit_ros.pipeline.views import full_view, region_view
 
 RED, BLUE, GREEN = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0)
 

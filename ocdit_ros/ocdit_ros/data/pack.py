@@ -38,7 +38,8 @@ def pack_training_data(splits: list[str | Path], templates: str | Path, out: str
     archives = [templates / f"{obj_name(oid)}{ext}" for oid in sorted(obj_ids) for ext in (".npz", ".json")]
     missing = [p.name for p in archives if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{templates}: no template archive for {missing[:4]}{' ...' if len(missing) > 4 else ''}; "
+        raise FileNotFoundError(f"{templates}: no template archive for "
+                                f"{missing[:4]}{' ...' if len(missing) > 4 else ''}; "
                                 f"render them with 'ocdit templates render'")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -164,7 +164,8 @@ def _run_pipeline(args, split, images):
                 coarse_records.append(rec)
     timing = {"mean_seconds_per_image": sum(seconds) / max(len(seconds), 1), "total_seconds": sum(seconds),
               "device": str(cfg.device), "threads": torch.get_num_threads()}
-    meta = {"weights": str(files.weights), "refine_weights": str(files.refine_weights) if files.refine_weights else None,
+    meta = {"weights": str(files.weights),
+            "refine_weights": str(files.refine_weights) if files.refine_weights else None,
             "config_file": args.config, "queries": args.queries, "template_settings": settings.to_dict(),
             **cfg.to_dict()}
     return records, coarse_records, timing, meta

@@ -106,7 +106,8 @@ class OCDiTBlock(nn.Module):
         attn = self.cross_attn.op
         return attn.project(mem, 1), attn.project(mem, 2)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, t_cross: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, t_cross: torch.Tensor,
+                kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x (B*E, N, P, D); t (B*E, D); t_cross (B*E, N, D) noise embedding per cross-attn row."""
         return self.joint(self.cross(x, t_cross, kv), t)
 
@@ -135,7 +136,8 @@ class OCDiTBlock(nn.Module):
 
 
     # -- one noise level for all rows (sampling) -----------------------------------------
-    def forward_shared(self, x: torch.Tensor, silu_t1: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward_shared(self, x: torch.Tensor, silu_t1: torch.Tensor,
+                       kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """`forward` when every row's noise embedding is the same t1; takes SiLU(t1) (1, D)."""
         bx, n, p, d = x.shape
         b = kv[0].shape[0] // n

@@ -158,7 +158,8 @@ class OCDiTConfig:
         if d.cross_attn_sigma not in ("official", "per_sample"):
             raise ValueError(f"diffuser.cross_attn_sigma={d.cross_attn_sigma!r}: use 'official' or 'per_sample'")
         if d.sigma_distribution not in ("uniform", "normal", "normal_trunc"):
-            raise ValueError(f"diffuser.sigma_distribution={d.sigma_distribution!r}: use uniform, normal or normal_trunc")
+            raise ValueError(f"diffuser.sigma_distribution={d.sigma_distribution!r}: "
+                             "use uniform, normal or normal_trunc")
         b.feature_dim  # raises on an unknown descriptor name
         if not 0.25 <= self.full_view_scale <= 4:
             raise ValueError(f"full_view_scale={self.full_view_scale} must be in [0.25, 4]")

@@ -3,8 +3,9 @@
 Why: a ViT trained from scratch on a few hundred objects memorises them; a colour histogram
 per patch does not, and already tells which of the present objects an image patch belongs to
 for most patches of objects it never saw (val patch matching 0.72 against a random ViT's 0.54;
-docs/training.md, experiment table, and `benchmarks/patch_matching.py`). Giving the diffuser both lets it compare templates with the image by colour on
-unseen objects while the learned features add what colour alone cannot.
+docs/training.md, experiment table, and `benchmarks/patch_matching.py`). Giving the diffuser
+both lets it compare templates with the image by colour on unseen objects while the learned
+features add what colour alone cannot.
 
 `colour_hist`: per patch, the fraction of pixels in each of 4x4x4 RGB bins (square-rooted:
 the Hellinger embedding, so dot products compare distributions), then the patch's mean and

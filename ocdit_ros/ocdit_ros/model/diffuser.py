@@ -49,7 +49,8 @@ class Diffuser(nn.Module):
         d = cfg.hidden_size
         self.sigma_embedder = SigmaEmbedder(d)
         self.queries_embedder = QueryEmbedder(image_grid, feature_dim, latent_channels, cfg.max_num_classes, d)
-        self.template_embedder = TemplateEmbedder(template_grid, feature_dim, cfg.max_num_classes, cfg.max_num_templates, d)
+        self.template_embedder = TemplateEmbedder(template_grid, feature_dim, cfg.max_num_classes,
+                                                  cfg.max_num_templates, d)
         self.decoder = Decoder(d, cfg.num_heads, cfg.depth, cfg.mlp_ratio)
         self.final_layer = FinalLayer(d, latent_channels)
         self.logvar_mlp = nn.Sequential(MPFourier(128), nn.Linear(128, 1))
@@ -99,7 +100,8 @@ class Diffuser(nn.Module):
             num_images=b,
             num_objects=n,
             features=(image_features, template_features),
-            prior_tokens=None if self.template_prior is None else self.template_prior(image_features, template_features),
+            prior_tokens=(None if self.template_prior is None
+                          else self.template_prior(image_features, template_features)),
         )
 
     # -- network F -----------------------------------------------------------------------
@@ -145,7 +147,7 @@ class Diffuser(nn.Module):
 
     def _network_shared(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Condition, e: int) -> torch.Tensor:
         """`network` for one noise level shared by all rows (every sampler evaluation)."""
-        b, n = cond.num_images, cond.num_objects
+        b = cond.num_images
         silu_t1 = F.silu(self.sigma_embedder(c_noise.reshape(1)))  # (1, D), as every adaLN takes it
         latent = self.queries_embedder.latent_part(x, cond.class_pe)  # (B*E, N, P, D)
         tokens = latent.view(b, e, *latent.shape[1:]) + cond.image_tokens[:, None, None]

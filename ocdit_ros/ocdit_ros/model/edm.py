@@ -17,7 +17,8 @@ from .config import SamplerConfig
 SIGMA_MIN_TRAIN, SIGMA_MAX_TRAIN = 0.002, 80.0
 
 
-def precondition(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def precondition(sigma: torch.Tensor,
+                 sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """c_skip, c_out, c_in (shaped like sigma) and c_noise = ln(sigma) / 4 (flat)."""
     c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
     c_out = sigma * sigma_data / (sigma**2 + sigma_data**2).sqrt()
@@ -43,7 +44,8 @@ def sigma_from_uniform(u: torch.Tensor, distribution: str, p_mean: float, p_std:
     if distribution in ("normal", "normal_trunc"):
         u = u.clamp(1e-6, 1 - 1e-6)
         if distribution == "normal_trunc":
-            a, b = (torch.special.ndtr(torch.tensor((x - p_mean) / p_std, dtype=torch.float64)).item() for x in (lo, hi))
+            a, b = (torch.special.ndtr(torch.tensor((x - p_mean) / p_std, dtype=torch.float64)).item()
+                    for x in (lo, hi))
             u = a + (b - a) * u
         return _log_normal(torch.special.ndtri(u), p_mean, p_std)
     raise ValueError(f"unknown sigma distribution {distribution!r}: use uniform, normal or normal_trunc")

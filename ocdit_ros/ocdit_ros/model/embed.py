@@ -83,7 +83,8 @@ def resize_grid(pe: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, in
     if crop_smaller and new_grid[0] <= rows and new_grid[1] <= cols:
         img = img[:, : new_grid[0], : new_grid[1]]  # official: top-left window
     else:
-        img = F.interpolate(img[None].float(), size=tuple(new_grid), mode="bicubic", align_corners=False)[0].to(pe.dtype)
+        img = F.interpolate(img[None].float(), size=tuple(new_grid), mode="bicubic",
+                            align_corners=False)[0].to(pe.dtype)
     return img.permute(1, 2, 0).reshape(new_grid[0] * new_grid[1], -1)
 
 

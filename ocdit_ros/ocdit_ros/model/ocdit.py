@@ -86,7 +86,8 @@ class OCDiT(nn.Module):
         return self.diffuser.condition(*self.extract_features(images, templates))
 
     # -- training ------------------------------------------------------------------------
-    def forward_loss(self, images: torch.Tensor, templates: torch.Tensor, masks_gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_loss(self, images: torch.Tensor, templates: torch.Tensor,
+                     masks_gt: torch.Tensor) -> dict[str, torch.Tensor]:
         """masks_gt (B, N, Hm, Wm) with Hm, Wm = 16/14 of the image size (the latent grid)."""
         b, n = templates.shape[:2]
         expected = self.config.mask_size(tuple(images.shape[-2:]))

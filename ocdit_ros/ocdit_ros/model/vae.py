@@ -18,8 +18,10 @@ from .config import VAEConfig
 class ResnetBlock(nn.Module):
     def __init__(self, cin: int, cout: int, groups: int):
         super().__init__()
-        self.conv_first = nn.Sequential(nn.GroupNorm(groups, cin, eps=1e-6), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1))
-        self.conv_second = nn.Sequential(nn.GroupNorm(groups, cout, eps=1e-6), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1))
+        self.conv_first = nn.Sequential(nn.GroupNorm(groups, cin, eps=1e-6), nn.SiLU(),
+                                        nn.Conv2d(cin, cout, 3, padding=1))
+        self.conv_second = nn.Sequential(nn.GroupNorm(groups, cout, eps=1e-6), nn.SiLU(),
+                                         nn.Conv2d(cout, cout, 3, padding=1))
         self.residual_conv = nn.Conv2d(cin, cout, 1)  # present even when cin == cout (official layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,7 +107,8 @@ class Encoder(nn.Module):
             blocks.append(Downsample(cin))
         blocks.append(AttentionBlock(cin))  # ... and once more at the latent resolution
         self.down_blocks = nn.ModuleList(blocks)
-        self.conv_out = nn.Sequential(nn.GroupNorm(g, cin, eps=1e-6), nn.SiLU(), nn.Conv2d(cin, 2 * cfg.z_channels, 3, padding=1))
+        self.conv_out = nn.Sequential(nn.GroupNorm(g, cin, eps=1e-6), nn.SiLU(),
+                                      nn.Conv2d(cin, 2 * cfg.z_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)

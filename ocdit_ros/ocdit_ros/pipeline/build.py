@@ -80,7 +80,8 @@ def check_weights_path(setting: str, path) -> Path:
     p = Path(os.path.expanduser(str(path)))
     if not p.exists():
         raise SetupError(setting, f"{p} does not exist",
-                         "give a .safetensors file or a save_pretrained folder (or leave it empty for the shipped model)")
+                         "give a .safetensors file or a save_pretrained folder "
+                         "(or leave it empty for the shipped model)")
     target = p
     if p.is_dir():
         from ..model.weights import LEGACY_WEIGHTS, WEIGHTS
@@ -105,7 +106,8 @@ class ModelFiles:
     shipped: bool  # the package's default model
 
     @classmethod
-    def resolve(cls, weights=None, refine_weights=None, model_config=None, random_weights: bool = False) -> "ModelFiles":
+    def resolve(cls, weights=None, refine_weights=None, model_config=None,
+                random_weights: bool = False) -> "ModelFiles":
         """The given files, else the shipped default pair. `random_weights` (with `model_config`, no
         `weights`) builds an untrained model instead, for tests."""
         if random_weights and not weights:

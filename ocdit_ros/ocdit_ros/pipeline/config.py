@@ -101,7 +101,8 @@ class PipelineConfig:
         if self.dtype == "float16" and not self.device.startswith("cuda"):
             raise ValueError("dtype=float16 needs a CUDA device: use bfloat16 on the CPU")
         if not self.compile or not isinstance(self.compile, str):
-            raise ValueError(f"compile={self.compile!r}: use off, default, max-autotune or a torch.compile backend name")
+            raise ValueError(f"compile={self.compile!r}: use off, default, max-autotune "
+                             "or a torch.compile backend name")
         if self.cuda_graphs and (self.compile == "off" or not self.device.startswith("cuda")):
             raise ValueError("cuda_graphs needs compile (e.g. compile=default) and a CUDA device")
         return self

@@ -57,7 +57,8 @@ class View:
         return torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)
 
     # -- canvas -> input ------------------------------------------------------------------
-    def to_input(self, maps: torch.Tensor, out_hw: tuple[int, int], out_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_input(self, maps: torch.Tensor, out_hw: tuple[int, int],
+                 out_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps covering this view's box, (..., h, w) at any resolution, onto an output grid.
 
         The output grid is the input image at `out_scale` (out pixel = input pixel * out_scale).

@@ -132,7 +132,8 @@ class SegmentCore:
         random_weights = bool(ro["model_config"] and not ro["weights"])
         files = ModelFiles.resolve(ro["weights"], ro["refine_weights"], ro["model_config"], random_weights)
         if random_weights:
-            self.get_logger().warning(f"no weights: RANDOM weights of model config {ro['model_config']!r} (testing only)")
+            self.get_logger().warning(f"no weights: RANDOM weights of model config {ro['model_config']!r} "
+                                      "(testing only)")
         elif files.shipped:
             self.get_logger().info(f"no weights given: the shipped default model {files.weights.name} "
                                    f"(small CPU-trained model, synthetic data; see its MODEL_CARD.md)")

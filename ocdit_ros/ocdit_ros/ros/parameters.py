@@ -177,7 +177,8 @@ def declare_all(node) -> Declared:
             base = PipelineConfig.from_yaml(Path(ro["pipeline_config"]).expanduser())
         except (OSError, ValueError, yaml.YAMLError) as exc:
             problem = " ".join(str(exc).split())
-            raise SetupError("pipeline_config", problem, "give a pipeline YAML like ocdit segment --config takes") from None
+            raise SetupError("pipeline_config", problem,
+                             "give a pipeline YAML like ocdit segment --config takes") from None
     for name, (default, desc) in READ_ONLY.items():
         if name != "pipeline_config":  # device and dtype default to the pipeline YAML's
             ro[name] = _declare(node, name, getattr(base, name, default), None, desc, read_only=True)
@@ -192,8 +193,10 @@ def declare_all(node) -> Declared:
         if name == "active_objects":
             # A typed, unset string array (an empty default has no type): unset = all objects.
             given = _overrides(node).get(name)
-            if given is not None and not (isinstance(given.value, list) and all(isinstance(v, str) for v in given.value)):
-                raise SetupError(name, f"{given.value!r} is not a list of object ids", 'give e.g. active_objects:="[mug, box]"')
+            if given is not None and not (isinstance(given.value, list)
+                                          and all(isinstance(v, str) for v in given.value)):
+                raise SetupError(name, f"{given.value!r} is not a list of object ids",
+                                 'give e.g. active_objects:="[mug, box]"')
             node.declare_parameter(name, Parameter.Type.STRING_ARRAY, ParameterDescriptor(description=desc))
             try:
                 values[name] = list(node.get_parameter(name).value or [])
@@ -211,7 +214,8 @@ def declare_all(node) -> Declared:
                               cuda_graphs=ro["cuda_graphs"])
     except ValueError as exc:
         setting = str(exc).split("=", 1)[0]
-        raise SetupError(setting if setting in READ_ONLY or setting in PIPELINE_PARAMS else "pipeline", str(exc)) from None
+        raise SetupError(setting if setting in READ_ONLY or setting in PIPELINE_PARAMS else "pipeline",
+                         str(exc)) from None
     resolve_device(config.device)  # before any file is read: an unusable device is the first thing to say
     return Declared(pipeline, values, ro, config)
 
@@ -231,7 +235,8 @@ def check_builtin(node) -> None:
 
     p = node.get_parameter("use_sim_time")
     if p.type_ != Parameter.Type.BOOL:
-        raise SetupError("use_sim_time", f"{p.value!r} is not true or false", "give use_sim_time:=true or use_sim_time:=false")
+        raise SetupError("use_sim_time", f"{p.value!r} is not true or false",
+                         "give use_sim_time:=true or use_sim_time:=false")
 
 
 def unknown_overrides(node) -> list[str]:

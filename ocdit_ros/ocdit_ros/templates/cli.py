@@ -15,7 +15,9 @@ def add_parser(subparsers):
     r.add_argument("meshes", nargs="+", help="mesh files or BOP models/ folders (models_info.json, mm)")
     r.add_argument("--out", required=True, help="output folder of <id>.npz + <id>.json archives")
     r.add_argument("--views", type=int, default=42, help="viewpoints (12/42/162 use icosphere vertices)")
-    r.add_argument("--size", type=int, default=126, help="template side in px: the model's template size (126 for ViT-S/14 presets; the pipeline resizes others)")
+    r.add_argument("--size", type=int, default=126,
+                   help="template side in px: the model's template size (126 for ViT-S/14 presets; "
+                        "the pipeline resizes others)")
     r.add_argument("--units", default="auto", choices=["auto", "m", "cm", "mm"], help="mesh units")
     r.add_argument("--render-size", type=int, default=256, help="side of the full render the crops come from")
     r.add_argument("--renderer", default="raster", choices=["raster", "pybullet"],

@@ -2,8 +2,8 @@
 
 Follows the paper's recipe (A.1): viewpoints on an icosphere, camera distance from the object's
 size so it stays in view, a directional light that shows the geometry, RGB and mask per view,
-cropped to the mask box and resized to the template size (render at the model's: a multiple of its patch, e.g. 14 or 8 px; the
-pipeline resizes other sizes to it).
+cropped to the mask box and resized to the template size (render at the model's: a multiple of
+its patch, e.g. 14 or 8 px; the pipeline resizes other sizes to it).
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from .mesh import MeshError, ObjectMesh, file_sha256
-from .render import RenderSettings, TemplateViews, _crop_resize, _square_box, _tilt, intrinsics, look_at, view_directions
+from .render import (RenderSettings, TemplateViews, _crop_resize, _square_box, _tilt, intrinsics, look_at,
+                     view_directions)
 
 
 def gl_matrices(R: np.ndarray, t: np.ndarray, K: np.ndarray, width: int, height: int,

@@ -23,16 +23,17 @@ from PIL import Image
 
 from ocdit_ros.data.bop import open_split
 from ocdit_ros.model import load_model
-from ocdit_ros.model.default import default_weights, template_settings
+from ocdit_ros.model.default import default_weights
 from ocdit_ros.naming import obj_name
 from ocdit_ros.templates import render_or_load
+from ocdit_ros.templates.render import RenderSettings
 from ocdit_ros.training.samples import crop_resize
 
 
 def crops(split, model, templates_dir, max_instances: int, min_visib: float = 0.3):
     """(image crop tensor, templates tensor, gt mask) per visible instance, in dataset order."""
     size, mask_size = model.config.image_size, model.config.mask_size(model.config.image_size)
-    settings = template_settings(model.config.template_size[0])
+    settings = RenderSettings.training(model.config.template_size[0])
     views = np.linspace(0, settings.views - 1, 8).astype(int)
     out = []
     for im in split.images:

@@ -55,8 +55,8 @@ def prepare_scene(out: Path, seed: int, objects: int, width: int, height: int) -
 
 def prepare_templates(scene: Path, template_size: int, extra_absent: int, seed: int) -> tuple[Path, list[int]]:
     """Templates of the scene's objects plus `extra_absent` test objects that are not in it."""
-    from .model.default import template_settings
     from .templates import render_or_load
+    from .templates.render import RenderSettings
 
     library = default_library_dir()
     gt = json.loads((scene / "scene_gt.json").read_text())["0"]
@@ -67,7 +67,7 @@ def prepare_templates(scene: Path, template_size: int, extra_absent: int, seed: 
     absent = [int(o) for o in rng.permutation([o for o in test_ids if o not in present])[:extra_absent]]
     folder = scene.parent.parent / "templates"
     cache = CACHE / f"templates_pybullet_{template_size}"
-    settings = template_settings(template_size)  # as the default model's templates were made
+    settings = RenderSettings.training(template_size)  # as the default model's templates were made
     for oid in present + absent:
         name = obj_name(oid)
         tpl, _ = render_or_load(library / "models" / f"{name}.ply", cache, settings, object_id=name, units="mm")

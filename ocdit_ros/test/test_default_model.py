@@ -16,7 +16,8 @@ import pytest
 
 from ocdit_ros.data import objects as lib
 from ocdit_ros.model import load_model
-from ocdit_ros.model.default import default_weights, template_settings
+from ocdit_ros.model.default import default_weights
+from ocdit_ros.templates.render import RenderSettings
 
 pytest.importorskip("pybullet")
 pytest.importorskip("trimesh")
@@ -54,10 +55,11 @@ def test_shipped_refine_model_segments_unseen_objects_in_a_new_scene(tmp_path):
     infos = json.loads((scene / "scene_gt_info.json").read_text())
     coarse_path, refine_path = default_weights()
     model = load_model(refine_path)
+    settings = RenderSettings.training(model.config.template_size[0])  # as the default model's were rendered
     templates = {}
     for oid in sorted({g["obj_id"] for gt in gts.values() for g in gt}):
         name = f"obj_{oid:06d}"
-        tpl, _ = render_or_load(library / "models" / f"{name}.ply", tmp_path / "tpl", template_settings(),
+        tpl, _ = render_or_load(library / "models" / f"{name}.ply", tmp_path / "tpl", settings,
                                 object_id=name, units="mm")
         templates[oid] = torch.from_numpy(tpl.rgb[np.linspace(0, 41, 8).astype(int)]).permute(0, 3, 1, 2) / 255
     items = []
@@ -93,7 +95,7 @@ def test_shipped_refine_model_segments_unseen_objects_in_a_new_scene(tmp_path):
 
     # The whole pipeline runs on the scene with the shipped pair (quality: see the model card).
     rgb = np.asarray(Image.open(scene / "rgb" / "000000.jpg").convert("RGB"))
-    objects = [render_or_load(library / "models" / f"obj_{o:06d}.ply", tmp_path / "tpl", template_settings(),
+    objects = [render_or_load(library / "models" / f"obj_{o:06d}.ply", tmp_path / "tpl", settings,
                               object_id=f"obj_{o:06d}", units="mm")[0] for o in templates]
     result = Segmenter(load_model(coarse_path), model).segment(rgb, objects, keep_coarse=True)
     assert result.image_size == rgb.shape[:2] and result.coarse_instances is not None

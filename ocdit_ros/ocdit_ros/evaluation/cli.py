@@ -115,11 +115,11 @@ def _timing(records: list[dict]) -> dict:
 def _run_pipeline(args, split, images):
     import torch
 
-    from ..model.default import template_settings
     from ..pipeline.build import ModelFiles, SetupError
     from ..cli_common import CliError, cli_segmenter, option_name, pipeline_config
     from ..pipeline.export import bop_category_ids, bop_records
     from ..templates.archive import render_or_load
+    from ..templates.render import RenderSettings
 
     if split.models_dir is None:
         raise EvalError(f"{split.root}: no models/ folder with models_info.json; templates come from the models")
@@ -134,7 +134,7 @@ def _run_pipeline(args, split, images):
         raise EvalError(str(exc)) from None
 
     # Templates as the default model's were rendered, at this model's template size.
-    settings = template_settings(segmenter.coarse.template_size[0], args.template_renderer)
+    settings = RenderSettings.training(segmenter.coarse.template_size[0], args.template_renderer)
     cache = Path(args.templates) if args.templates else split.root / "templates_cache"
     wanted = sorted({i.obj_id for im in images for i in im.instances}) if args.queries == "present" \
         else split.object_ids()

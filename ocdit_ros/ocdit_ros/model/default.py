@@ -24,20 +24,3 @@ def default_weights() -> tuple[Path, Path | None]:
         raise NoDefaultModel(f"no default model in {WEIGHTS_DIR} ({COARSE} missing); pass --weights, "
                              f"or train one with 'ocdit train' (docs/training.md)")
     return coarse, refine if refine.is_file() else None
-
-
-def template_settings(template_size: int | None = None, renderer: str = "pybullet"):
-    """How the default model's training templates were rendered; render yours the same way.
-
-    42 views with pybullet's TinyRenderer (the scenes' renderer) at 3x the template size (at
-    least 128 px) before the crop; `template_size` defaults to the shipped coarse model's.
-    """
-    from ..templates.render import RenderSettings
-
-    if template_size is None:
-        from .weights import config_from_file
-
-        template_size = config_from_file(default_weights()[0]).template_size[0]
-    return RenderSettings(views=42, template_size=template_size, render_size=max(128, 3 * template_size),
-                          renderer=renderer)
-

@@ -33,6 +33,13 @@ class RenderSettings:
     # renderer of our synthetic scenes (render_pybullet.py).
     renderer: str = "raster"
 
+    @classmethod
+    def training(cls, template_size: int, renderer: str = "pybullet") -> "RenderSettings":
+        """How our models' training templates are rendered (tools/training_data.sh); render yours
+        the same way: 42 views with pybullet's TinyRenderer (the scenes' renderer) at 3x the
+        template size (at least 128 px) before the crop."""
+        return cls(views=42, template_size=template_size, render_size=max(128, 3 * template_size), renderer=renderer)
+
     def validate(self) -> "RenderSettings":
         if self.renderer not in ("raster", "pybullet"):
             raise ValueError(f"renderer={self.renderer!r}: use raster or pybullet")

@@ -67,7 +67,7 @@ class PipelineConfig:
     cluster_iou: float = 0.5  # member masks with IoU above this are the same instance
     min_support: float = 0.3  # fraction of members that must agree on an instance
     proposal_threshold: float = 0.2  # coarse confidence needed to be refined / reported
-    score_threshold: float = 0.5  # final score needed to be reported
+    score_threshold: float = 0.5  # refined score needed to be reported (coarse-only: proposal_threshold)
     max_instances: int = 32
     refine_margin: float = 0.15  # context around a proposal's box, relative to its size
     refine_jitter: float = 0.1

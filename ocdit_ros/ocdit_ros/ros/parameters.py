@@ -41,7 +41,8 @@ PIPELINE_PARAMS: dict[str, str] = {
     "cluster_iou": "ensemble member masks with IoU above this are the same instance",
     "min_support": "fraction of ensemble members that must agree on an instance",
     "proposal_threshold": "coarse confidence needed to refine/report a proposal",
-    "score_threshold": "final score needed to publish an instance",
+    "score_threshold": "refine score needed to publish an instance (coarse-only results are cut by "
+                       "proposal_threshold)",
     "max_instances": "most instances per image",
     "refine_margin": "context around a proposal's box in its refine crop, relative to the box size",
     "refine_jitter": "random scale/shift of the extra refine crops, relative to the box size",

@@ -27,7 +27,7 @@ from ocdit_ros.model.default import default_weights
 from ocdit_ros.naming import obj_name
 from ocdit_ros.templates import render_or_load
 from ocdit_ros.templates.render import RenderSettings
-from ocdit_ros.training.samples import crop_resize
+from ocdit_ros.crop import crop_resize
 
 
 def crops(split, model, templates_dir, max_instances: int, min_visib: float = 0.3):

@@ -43,7 +43,7 @@ def test_shipped_refine_model_segments_unseen_objects_in_a_new_scene(tmp_path):
     from ocdit_ros.data.scenes import SceneConfig, generate_split
     from ocdit_ros.pipeline import Segmenter
     from ocdit_ros.templates import render_or_load
-    from ocdit_ros.training.samples import crop_resize
+    from ocdit_ros.crop import crop_resize
 
     library = tmp_path / "objects"
     lib.build_library(library, limit=40)  # the first 40 catalogue entries; their 5 val objects are used

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from ..crop import crop_resize
 from .mesh import MeshError, ObjectMesh
 from .raster import rasterize
 
@@ -128,8 +129,8 @@ def render_templates(mesh: ObjectMesh, settings: RenderSettings | None = None) -
         ys, xs = np.nonzero(mask)
         bbox = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
         crop = _square_box(bbox, settings.margin)
-        out["rgb"].append(_crop_resize(rgb, crop, settings.template_size, Image.BILINEAR))
-        m = _crop_resize(mask.astype(np.uint8) * 255, crop, settings.template_size, Image.BILINEAR) > 127
+        out["rgb"].append(crop_resize(rgb, crop, (settings.template_size,) * 2, Image.BILINEAR))
+        m = crop_resize(mask.astype(np.uint8) * 255, crop, (settings.template_size,) * 2, Image.BILINEAR) > 127
         out["masks"].append(m)
         out["R"].append(R)
         out["t"].append(t)
@@ -209,9 +210,3 @@ def _square_box(bbox, margin: float) -> tuple[float, float, float, float]:
     side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
-
-
-def _crop_resize(img: np.ndarray, box, size: int, resample) -> np.ndarray:
-    """Crop a (possibly out-of-bounds, black-padded) box and resize to size x size."""
-    pil = Image.fromarray(img)
-    return np.asarray(pil.transform((size, size), Image.EXTENT, box, resample=resample, fillcolor=0))

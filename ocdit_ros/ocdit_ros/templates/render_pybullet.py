@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..crop import crop_resize
 from .mesh import MeshError, ObjectMesh, file_sha256
-from .render import (RenderSettings, TemplateViews, _crop_resize, _square_box, _tilt, intrinsics, look_at,
+from .render import (RenderSettings, TemplateViews, _square_box, _tilt, intrinsics, look_at,
                      view_directions)
 
 
@@ -131,8 +132,8 @@ def render_templates_pybullet(mesh: ObjectMesh, settings: RenderSettings, cache_
             ys, xs = np.nonzero(mask)
             bbox = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
             crop = _square_box(bbox, settings.margin)
-            out["rgb"].append(_crop_resize(rgb, crop, settings.template_size, Image.BILINEAR))
-            out["masks"].append(_crop_resize(mask.astype(np.uint8) * 255, crop, settings.template_size,
+            out["rgb"].append(crop_resize(rgb, crop, (settings.template_size,) * 2, Image.BILINEAR))
+            out["masks"].append(crop_resize(mask.astype(np.uint8) * 255, crop, (settings.template_size,) * 2,
                                              Image.BILINEAR) > 127)
             out["R"].append(R)
             out["t"].append(t)

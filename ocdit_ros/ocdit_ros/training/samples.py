@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..crop import crop_resize
 from ..model.config import OCDiTConfig
 from ..naming import obj_id_of
 from .config import TrainConfig
@@ -47,15 +48,6 @@ def index_split(split_dir: str | Path, visib_threshold: float = 0.1) -> list[GtI
     return [GtImage(str(im.rgb_path), tuple(GtInstance(i.obj_id, str(i.mask_visib_path), i.bbox_visib)
                                             for i in im.instances if i.visib_fract >= visib_threshold))
             for im in images]
-
-
-def crop_resize(img: np.ndarray, box, size: tuple[int, int], resample, fill: int = 0) -> np.ndarray:
-    """Crop (x0, y0, x1, y1), float and possibly outside the image (padded with `fill`), resized to (H, W)."""
-    x0, y0, x1, y1 = box
-    pil = Image.fromarray(img)
-    fillcolor = (fill,) * 3 if img.ndim == 3 else fill
-    return np.asarray(pil.transform((size[1], size[0]), Image.EXTENT, (x0, y0, x1, y1), resample=resample,
-                                    fillcolor=fillcolor))
 
 
 def patch_labels(masks: list[np.ndarray], owners: list[int], patch: int) -> torch.Tensor:

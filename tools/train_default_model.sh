@@ -25,7 +25,11 @@ for stage in v2/vae v2/coarse v2/refine v2/coarse_prior v2/refine_prior v2/refin
         mkdir -p "$work/runs" && cp -r "$resume/$stage" "$work/runs/${stage#*/}"
     fi
 done
-ocdit train vae --config $cfg/vae.yaml --data "$work/synth_vae/train" --out "$work/runs/vae"
+# The VAE run is finished in the committed state; a resumed call would rebuild it from today's
+# small16 preset, which has since grown the template prior its checkpoint lacks. Train it only
+# when no export exists (a fresh start with RESUME set to an empty folder).
+[ -f "$work/runs/vae/model.safetensors" ] || ocdit train vae --config $cfg/vae.yaml --data "$work/synth_vae/train" \
+    --out "$work/runs/vae"
 # Stage 1: coarse and refine without the template prior. The two diffusion stages are
 # independent: run them side by side, one core each. The committed coarse run stopped at step
 # 2400 of its 3000-step schedule (the point stage 2 grew from).

@@ -260,7 +260,7 @@ def test_malformed_images_are_dropped_and_the_node_keeps_working(harness, mutate
 
 
 def test_latest_frame_slot_keeps_the_newest_and_counts_the_dropped():
-    from ocdit_ros.ros.node import LatestFrame
+    from ocdit_ros.ros.frames import LatestFrame
 
     slot = LatestFrame()
     t0 = time.monotonic()

@@ -91,3 +91,16 @@ def detection_array(array_type, header, result):
         det.bbox.size_x, det.bbox.size_y = float(x1 - x0), float(y1 - y0)
         out.detections.append(det)
     return out
+
+
+def diagnostic_array(array_type, stamp, name: str, hardware_id: str, ok: bool, message: str, values: dict):
+    """diagnostic_msgs/DiagnosticArray (`array_type`, when the ROS install has diagnostic_msgs) with one
+    status: OK or WARN, the message, and every value as a string key-value pair."""
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id, message=message,
+                              level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN)
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    arr = array_type(status=[status])
+    arr.header.stamp = stamp
+    return arr

@@ -37,7 +37,7 @@ try:  # optional message packages: published when the user's ROS has them
 except ImportError:  # pragma: no cover - depends on the installation
     Detection2DArray = None
 try:
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from diagnostic_msgs.msg import DiagnosticArray
 except ImportError:  # pragma: no cover
     DiagnosticArray = None
 
@@ -45,6 +45,7 @@ from ..pipeline.build import ModelFiles, SetupError, load_objects
 from ..pipeline.export import overlay
 from ..pipeline.retry import segment_with_retry
 from . import messages
+from .frames import LatestFrame, device_memory
 from .image_codec import ImageError, compressed_to_rgb, image_to_rgb
 from .image_subscription import ImageSubscription
 from .process import spin, start
@@ -52,37 +53,6 @@ from .parameters import (NODE_PARAMS, PIPELINE_PARAMS, builtin_error, check_node
                          unknown_overrides)
 
 MSG_TYPES = messages.rclpy_types()
-
-
-class LatestFrame:
-    """One-slot hand-off: a new frame replaces an unprocessed one (which counts as dropped)."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._msg = None
-        self.received = 0
-        self.dropped = 0
-        self.closed = False
-
-    def put(self, msg) -> None:
-        with self._cond:
-            self.received += 1
-            if self._msg is not None:
-                self.dropped += 1
-            self._msg = msg
-            self._cond.notify()
-
-    def take(self, timeout: float = 0.5):
-        with self._cond:
-            if self._msg is None and not self.closed:
-                self._cond.wait(timeout)
-            msg, self._msg = self._msg, None
-            return msg
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
 
 
 class SegmentCore:
@@ -407,18 +377,15 @@ class SegmentCore:
     def _publish_diagnostics(self) -> None:
         if self.pub_diagnostics is None:
             return
-        status = DiagnosticStatus(name=f"{self.get_name()}: segmentation", hardware_id=self.config.device)
         dropped, received = self.frames.dropped, self.frames.received
-        status.level = DiagnosticStatus.OK if self.processed or not received else DiagnosticStatus.WARN
-        status.message = f"{self.processed} frames segmented, {dropped} of {received} dropped as stale"
         values = {"frames_received": received, "frames_dropped": dropped, "frames_processed": self.processed,
                   "camera_info_received": self.camera_info is not None,
                   "camera_info_size_mismatches": self.camera_info_mismatch,
                   **{k: round(v, 2) for k, v in self.last_stats.items()}, **device_memory(self.config.device)}
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diagnostics.publish(arr)
+        self.pub_diagnostics.publish(messages.diagnostic_array(
+            DiagnosticArray, self.get_clock().now().to_msg(), f"{self.get_name()}: segmentation",
+            self.config.device, ok=bool(self.processed or not received),
+            message=f"{self.processed} frames segmented, {dropped} of {received} dropped as stale", values=values))
 
     def _segment(self, image, objects, config, stage="refined"):
         return segment_with_retry(self.segmenter, image, objects, config, stage, warn=self.get_logger().warning)
@@ -456,18 +423,6 @@ def topic_token(object_id: str) -> str:
     """A ROS-name-safe token for an object id (letters, digits, underscores; no leading digit)."""
     token = "".join(c if c.isalnum() or c == "_" else "_" for c in object_id)
     return token if token and not token[0].isdigit() else f"obj_{token}"
-
-
-def device_memory(device: str) -> dict[str, float]:
-    import resource
-
-    out = {"process_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    if device.startswith("cuda"):
-        import torch
-
-        out["gpu_allocated_mb"] = round(torch.cuda.memory_allocated(device) / 2**20, 1)
-        out["gpu_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return out
 
 
 def main(args=None) -> int:

@@ -68,3 +68,20 @@ def test_precision_and_graph_settings_are_validated():
         PipelineConfig(cuda_graphs=True).validate()
     with pytest.raises(ValueError, match="memory_budget_mb"):
         PipelineConfig(memory_budget_mb=1).validate()
+
+
+def test_the_sampler_starts_from_the_weights_settings_with_the_stage_on_top(setup):
+    """sigma_max stored with the weights (sampling_parameters) is used; steps come from the stage."""
+    mm = setup[0]
+    reference = run(setup)
+    stored = dict(mm.model.sampling_parameters)
+    try:
+        mm.model.sampling_parameters["sigma_max"] = 5.0
+        lowered = run(setup)
+        mm.model.sampling_parameters["num_steps"] = 40  # the stage's num_steps overrides it
+        assert torch.equal(run(setup), lowered)
+    finally:
+        mm.model.sampling_parameters.clear()
+        mm.model.sampling_parameters.update(stored)
+    assert (lowered - reference).abs().max() > 1e-3
+    assert torch.equal(run(setup), reference)

@@ -8,6 +8,7 @@ templates, and per-member mask probabilities for a batch of views. `OCDiTMaskMod
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import time
 import weakref
@@ -18,7 +19,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from ..model import OCDiT, SamplerConfig
+from ..model import OCDiT
 from ..model.edm import num_evaluations
 from .config import PipelineConfig, StageConfig
 
@@ -208,7 +209,10 @@ class OCDiTMaskModel:
                stage: StageConfig, generator: torch.Generator) -> torch.Tensor:
         """(B, E, N, Hm, Wm) member probabilities: the denoiser under autocast, the VAE decode
         and the sigmoid in float32 (thresholds act on these)."""
-        sampler = SamplerConfig(num_steps=stage.num_steps, rho=stage.rho, s_churn=stage.s_churn)
+        # The weights' sampler (its sigma range, churn window and noise scale) with the stage's
+        # live-tunable steps, rho and churn on top.
+        sampler = dataclasses.replace(self.model.sampler_config, num_steps=stage.num_steps, rho=stage.rho,
+                                      s_churn=stage.s_churn)
         diffuser = self.model.diffuser
         t0 = time.perf_counter()
         with self._kernels():

@@ -105,7 +105,7 @@ def node_frames(device, preset, deadline, quick=False) -> dict:
 
     if time.monotonic() > deadline:
         return {"skipped": "time budget"}
-    argv = ["--device", str(device), "--weights", "none", "--config", preset, "--objects", "5",
+    argv = ["--device", str(device), "--weights", "none", "--model-config", preset, "--objects", "5",
             "--templates", "8", "--repeats", "2"]
     if quick:
         argv += ["--image", "120", "160", "--objects", "2", "--templates", "2", "--repeats", "1",

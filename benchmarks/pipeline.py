@@ -8,7 +8,7 @@ evaluations, aggregation (mapping members back and clustering), refine network e
 VAE decode, message building (InstanceArray). Runs on CPU or GPU unchanged; prints the machine.
 
     python benchmarks/pipeline.py                          # shipped default model, 5 objects
-    python benchmarks/pipeline.py --weights none --config tiny --device cuda --json out.json
+    python benchmarks/pipeline.py --weights none --model-config tiny --device cuda --json out.json
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def sync(device: torch.device) -> None:
 def load_models(args):
     if args.weights == "none":
         torch.manual_seed(0)
-        return OCDiT.from_config(load_config(args.config)), None
+        return OCDiT.from_config(load_config(args.model_config)), None
     from ocdit_ros.pipeline.build import ModelFiles  # the node's and the CLI's weight resolution
 
     files = ModelFiles.resolve(None if args.weights == "default" else args.weights)
@@ -244,7 +244,7 @@ def profile(args) -> dict:
         "machine": {"device": str(device), "name": name, "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                     "load_average": os.getloadavg()},
-        "setting": {"weights": args.weights, "config": args.config if args.weights == "none" else "shipped",
+        "setting": {"weights": args.weights, "config": args.model_config if args.weights == "none" else "shipped",
                     "image": args.image, "objects": args.objects, "templates": n_templates, "dtype": args.dtype,
                     "coarse": [args.coarse_ensemble, args.coarse_augmentations],
                     "refine": [args.refine_ensemble, args.refine_augmentations], "cache": not args.no_cache,
@@ -278,7 +278,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--weights", default="default", help="default (shipped model), none (random), or a file")
-    ap.add_argument("--config", default="tiny", help="model preset or YAML with --weights none")
+    ap.add_argument("--model-config", default="tiny", help="model preset or YAML with --weights none")
     ap.add_argument("--image", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
     ap.add_argument("--objects", type=int, default=5)
     ap.add_argument("--templates", type=int, default=8, help="templates per object")

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("weights", ["none", "default"])  # a random tiny model, the shipped model
 def test_pipeline_profile_runs_and_its_flops_match_the_analytic_count(tmp_path, weights):
     out = tmp_path / "profile.json"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "pipeline.py"), "--weights", weights, "--config", "tiny",
+    cmd = [sys.executable, str(REPO / "benchmarks" / "pipeline.py"), "--weights", weights, "--model-config", "tiny",
            "--device", "cpu", "--image", "60", "80", "--objects", "2", "--repeats", "1", "--json", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

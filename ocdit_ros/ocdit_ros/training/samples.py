@@ -174,8 +174,9 @@ class SampleSource:
         img = colour_jitter(img, rng, self.cfg.colour_jitter)
         return torch.from_numpy(img).permute(2, 0, 1).float() / 255
 
-    def _crop_masks(self, full_masks: list[np.ndarray], box) -> list[np.ndarray]:
-        return [crop_resize(m, box, self.mask_size, Image.BILINEAR) > 127 for m in full_masks]
+    def _crop_masks(self, full_masks: list[np.ndarray], box, size: tuple[int, int] | None = None) -> list[np.ndarray]:
+        """The masks inside `box` at `size` (default: the mask grid) as bool."""
+        return [crop_resize(m, box, size or self.mask_size, Image.BILINEAR) > 127 for m in full_masks]
 
     def _draw_colour(self, rng: np.random.Generator) -> np.ndarray | None:
         """A new colour for one object with probability cfg.recolour_prob (no draw when it is 0)."""
@@ -256,7 +257,7 @@ class SampleSource:
         """A coarse-stage crop with per-patch labels indexing `obj_ids` (the objects of its image) and
         templates (N, T, 3, S, S) of those objects, recoloured like their pixels."""
         im, rgb, full, colours, box = self.random_scene_crop(rng)
-        masks = [crop_resize(m, box, self.image_size, Image.BILINEAR) > 127 for m in full]  # per patch: image size
+        masks = self._crop_masks(full, box, self.image_size)  # labels are per patch: at image size
         obj_ids = sorted({i.obj_id for i in im.instances})
         owners = [obj_ids.index(i.obj_id) for i in im.instances]
         labels = patch_labels(masks, owners, self.model_cfg.backbone.patch_size)

@@ -33,7 +33,7 @@ from ocdit_ros.crop import crop_resize
 def crops(split, model, templates_dir, max_instances: int, min_visib: float = 0.3):
     """(image crop tensor, templates tensor, gt mask) per visible instance, in dataset order."""
     size, mask_size = model.config.image_size, model.config.mask_size(model.config.image_size)
-    settings = RenderSettings.training(model.config.template_size[0])
+    settings = RenderSettings.for_model(model)  # as its training templates were rendered
     views = np.linspace(0, settings.views - 1, 8).astype(int)
     out = []
     for im in split.images:

@@ -53,10 +53,10 @@ def prepare_scene(out: Path, seed: int, objects: int, width: int, height: int) -
     return dataset / "test" / "000000", names
 
 
-def prepare_templates(scene: Path, template_size: int, extra_absent: int, seed: int) -> tuple[Path, list[int]]:
-    """Templates of the scene's objects plus `extra_absent` test objects that are not in it."""
+def prepare_templates(scene: Path, settings, extra_absent: int, seed: int) -> tuple[Path, list[int]]:
+    """Templates of the scene's objects plus `extra_absent` test objects that are not in it, rendered
+    with `settings` (the model's: `Segmenter.template_settings()`)."""
     from .templates import render_or_load
-    from .templates.render import RenderSettings
 
     library = default_library_dir()
     gt = json.loads((scene / "scene_gt.json").read_text())["0"]
@@ -66,8 +66,7 @@ def prepare_templates(scene: Path, template_size: int, extra_absent: int, seed: 
     rng = np.random.default_rng(seed)
     absent = [int(o) for o in rng.permutation([o for o in test_ids if o not in present])[:extra_absent]]
     folder = scene.parent.parent / "templates"
-    cache = CACHE / f"templates_pybullet_{template_size}"
-    settings = RenderSettings.training(template_size)  # as the default model's templates were made
+    cache = CACHE / f"templates_{settings.renderer}_{settings.template_size}"
     for oid in present + absent:
         name = obj_name(oid)
         tpl, _ = render_or_load(library / "models" / f"{name}.ply", cache, settings, object_id=name, units="mm")
@@ -168,11 +167,10 @@ def main(argv=None) -> int:
     try:
         from .pipeline.build import build_segmenter
 
-        # The node builds its own (the same builder); this one gives the template size (and --no-ros).
+        # The node builds its own (the same builder); this one gives the template settings (and --no-ros).
         segmenter = build_segmenter(weights=args.weights)
-        template_size = segmenter.coarse.template_size[0]
         scene, names = prepare_scene(out, seed, args.objects, 320, 240)
-        templates, queried = prepare_templates(scene, template_size, args.absent, seed)
+        templates, queried = prepare_templates(scene, segmenter.template_settings(), args.absent, seed)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ def write_scene(root: Path, rng: np.random.Generator, objects=(1, 2, 3), h=60, w
     return root / "train"
 
 
-def write_templates(folder: Path, objects=(1, 2, 3, 4), size: int = 42) -> None:
+def write_templates(folder: Path, objects=(1, 2, 3, 4), size: int = 42, render_settings: dict | None = None) -> None:
     from ocdit_ros.templates.archive import save_archive
     from ocdit_ros.templates.render import TemplateViews
 
@@ -47,4 +47,5 @@ def write_templates(folder: Path, objects=(1, 2, 3, 4), size: int = 42) -> None:
         rgb[:, size // 5:size - size // 5, size // 5:size - size // 5] = colours[oid]
         views = TemplateViews(rgb, rgb[..., 0] > 0, np.tile(np.eye(3), (6, 1, 1)), np.zeros((6, 3)), np.eye(3),
                               np.zeros((6, 4)), np.zeros((6, 4)))
-        save_archive(folder, obj_name(oid), views, {"name": str(oid)})
+        meta = {"name": str(oid)} | ({"render_settings": render_settings} if render_settings else {})
+        save_archive(folder, obj_name(oid), views, meta)

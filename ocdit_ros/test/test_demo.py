@@ -31,13 +31,14 @@ def test_scene_ap_scores_the_demo_instances(tmp_path):
 def test_a_second_demo_run_makes_its_own_scene_and_queries_only_its_objects(tmp_path, monkeypatch):
     """An earlier run's finished scene and templates in the same --out must not leak into this one."""
     from ocdit_ros import demo
+    from ocdit_ros.templates.render import RenderSettings
 
     monkeypatch.setenv("OCDIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(demo, "CACHE", tmp_path / "cache")
     images = []
     for seed in (3, 4):
         scene, _ = demo.prepare_scene(tmp_path / "out", seed, 2, 96, 72)
-        folder, queried = demo.prepare_templates(scene, 48, 1, seed)
+        folder, queried = demo.prepare_templates(scene, RenderSettings.training(48), 1, seed)
         images.append((scene / "rgb" / "000000.jpg").read_bytes())
         assert sorted(p.stem for p in folder.glob("*.npz")) == sorted(f"obj_{o:06d}" for o in queried)
     assert images[0] != images[1]  # a new seed, a new scene (not the first run's, kept as "done")

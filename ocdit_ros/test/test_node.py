@@ -4,6 +4,7 @@ The node, a peer node (camera + consumer) and a parameter client share one conte
 multi-threaded executor spinning in the background, as in a real process.
 """
 
+import json
 import threading
 import time
 
@@ -349,6 +350,9 @@ def test_object_services_change_the_object_set_while_running(harness, tmp_path):
     cyl.export(tmp_path / "can.ply")
     added = call(harness, AddObject, "add_object", mesh_path=str(tmp_path / "can.ply"))
     assert added.success and added.object_id == "can" and not added.cache_hit and added.num_templates == 42
+    rendered = json.loads((harness.node.templates_dir / "can.json").read_text())["render_settings"]
+    assert rendered == harness.node.segmenter.template_settings().to_dict()  # as the model's templates were
+    assert rendered["renderer"] == "pybullet" and rendered["template_size"] == 42  # tiny: 42 px (the rule)
     again = call(harness, AddObject, "add_object", mesh_path=str(tmp_path / "can.ply"))
     assert again.success and again.cache_hit  # rendered templates are reused
     copy = call(harness, AddObject, "add_object", templates_path=str(harness.node.templates_dir / "can.npz"),

@@ -8,6 +8,7 @@ With --results it scores a BOP 2D-segmentation results file. Without, it first r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -34,8 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model-config", help="model config (preset or YAML) for weights without a stored config")
     p.add_argument("--config", help="pipeline config YAML")
     p.add_argument("--templates", help="template cache folder (default: DATASET_ROOT/templates_cache)")
-    p.add_argument("--template-renderer", choices=["pybullet", "raster"], default="pybullet",
-                   help="renderer for templates (the shipped model was trained with pybullet's)")
+    p.add_argument("--template-renderer", choices=["pybullet", "raster"],
+                   help="renderer for templates (default: the one the model's training templates used, "
+                        "as its weights record; pybullet for the shipped model)")
     p.add_argument("--queries", choices=["all", "present"], default="all",
                    help="objects asked for per image: all the dataset's models (detection, the default) "
                         "or only those in the ground truth (BOP's localisation setting)")
@@ -119,7 +121,6 @@ def _run_pipeline(args, split, images):
     from ..cli_common import CliError, cli_segmenter, option_name, pipeline_config
     from ..pipeline.export import bop_category_ids, bop_records
     from ..templates.archive import render_or_load
-    from ..templates.render import RenderSettings
 
     if split.models_dir is None:
         raise EvalError(f"{split.root}: no models/ folder with models_info.json; templates come from the models")
@@ -133,8 +134,10 @@ def _run_pipeline(args, split, images):
     except CliError as exc:
         raise EvalError(str(exc)) from None
 
-    # Templates as the default model's were rendered, at this model's template size.
-    settings = RenderSettings.training(segmenter.coarse.template_size[0], args.template_renderer)
+    # Templates rendered as the model's training templates were (its weights' record).
+    settings = segmenter.template_settings()
+    if args.template_renderer:
+        settings = dataclasses.replace(settings, renderer=args.template_renderer)
     cache = Path(args.templates) if args.templates else split.root / "templates_cache"
     wanted = sorted({i.obj_id for im in images for i in im.instances}) if args.queries == "present" \
         else split.object_ids()

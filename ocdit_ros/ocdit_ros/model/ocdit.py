@@ -59,6 +59,9 @@ class OCDiT(nn.Module):
                                  descriptor_dim=config.backbone.feature_dim - config.backbone.embed_dim)
         # Official attribute (a plain dict); edit it to change the sampler.
         self.sampling_parameters: dict[str, Any] = config.sampler.as_official_dict()
+        # How the templates it was trained with were rendered (RenderSettings fields, saved with the
+        # weights); None for untrained models and files that do not record it.
+        self.template_render: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, config: OCDiTConfig) -> "OCDiT":

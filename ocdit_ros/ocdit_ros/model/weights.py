@@ -6,6 +6,10 @@ Formats:
   (the five constructor arguments) + `model.safetensors` (or a legacy `pytorch_model.bin`,
   read with `torch.load(weights_only=True)`). We add `ocdit_ros.yaml` with the full config;
   the official loader ignores it.
+
+Weights we trained also record how their training templates were rendered (`model.template_render`,
+a plain dict of `templates.RenderSettings` fields, opaque to this layer), so that templates of new
+objects are rendered the same way (`RenderSettings.for_model`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ OFFICIAL_CONFIG = "config.json"
 OUR_CONFIG = "ocdit_ros.yaml"
 WEIGHTS = "model.safetensors"
 LEGACY_WEIGHTS = "pytorch_model.bin"
+TEMPLATE_RENDER = "template_render.json"
 _METADATA_KEY = "ocdit_ros_config"
+_TEMPLATES_KEY = "ocdit_ros_template_render"
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -86,6 +92,20 @@ def config_from_file(path: str | Path) -> OCDiTConfig | None:
     return None
 
 
+def template_render_from_file(path: str | Path) -> dict | None:
+    """How the templates these weights were trained with were rendered, if the file records it."""
+    path = Path(path)
+    if path.is_dir():
+        record = path / TEMPLATE_RENDER
+        return json.loads(record.read_text()) if record.is_file() else None
+    if path.suffix == ".safetensors" and path.is_file():
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if _TEMPLATES_KEY in meta:
+            return json.loads(meta[_TEMPLATES_KEY])
+    return None
+
+
 def _official_kwargs(kw: dict) -> dict:
     names = ("image_size", "template_size", "embed_dim", "depth", "num_heads")
     missing = [n for n in names[:2] if n not in kw]
@@ -106,9 +126,12 @@ def _official_config(kw: dict) -> OCDiTConfig:
 
 
 def save_weights(model: OCDiT, path: str | Path) -> None:
-    """One `.safetensors` file with the full config in its metadata."""
+    """One `.safetensors` file with the full config (and the template render record) in its metadata."""
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(sd, str(path), metadata={_METADATA_KEY: json.dumps(model.config.to_dict())})
+    meta = {_METADATA_KEY: json.dumps(model.config.to_dict())}
+    if getattr(model, "template_render", None):
+        meta[_TEMPLATES_KEY] = json.dumps(model.template_render, sort_keys=True)
+    save_file(sd, str(path), metadata=meta)
 
 
 def save_pretrained(model: OCDiT, folder: str | Path) -> None:
@@ -125,6 +148,8 @@ def save_pretrained(model: OCDiT, folder: str | Path) -> None:
     }
     (folder / OFFICIAL_CONFIG).write_text(json.dumps(official, indent=2))
     cfg.to_yaml(folder / OUR_CONFIG)
+    if getattr(model, "template_render", None):
+        (folder / TEMPLATE_RENDER).write_text(json.dumps(model.template_render, indent=2, sort_keys=True))
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(sd, str(folder / WEIGHTS), metadata={"format": "pt"})
 
@@ -140,5 +165,6 @@ def load_model(path: str | Path, config: OCDiTConfig | None = None, device: str 
     # training machine, or a timm / torch.hub name that needs the network) and keep the record.
     model = OCDiT.from_config(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=None)))
     model.config = cfg
+    model.template_render = template_render_from_file(path)
     load_weights(model, path)
     return model.to(device).eval()

@@ -87,6 +87,15 @@ class Segmenter:
             return OCDiTMaskModel(model, self.config.device, self.config.dtype, cache_dir)
         return model
 
+    def template_settings(self):
+        """How templates of new objects are rendered for this segmenter: as its coarse model's
+        training templates (recorded in its weights), else by the training rule at its template size."""
+        from ..templates.render import RenderSettings
+
+        if isinstance(getattr(self.coarse, "model", None), OCDiT):
+            return RenderSettings.for_model(self.coarse.model)
+        return RenderSettings.training(self.coarse.template_size[0])
+
     # ------------------------------------------------------------------------------------
     def segment(self, image, objects: Sequence, config: PipelineConfig | None = None,
                 stage: str = "refined", keep_coarse: bool = False) -> SegmentationResult:

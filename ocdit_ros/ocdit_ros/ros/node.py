@@ -265,7 +265,10 @@ class SegmentCore:
                 raise ValueError("set exactly one of mesh_path and templates_path")
             if request.mesh_path:
                 oid = safe_id(request.object_id or Path(request.mesh_path).stem)
-                tpl, hit = render_or_load(request.mesh_path, self.templates_dir, object_id=oid,
+                settings, note = self.segmenter.template_settings().runnable()  # as the model's were rendered
+                if note:
+                    self.get_logger().warning(note, once=True)
+                tpl, hit = render_or_load(request.mesh_path, self.templates_dir, settings, object_id=oid,
                                           units=request.mesh_units or "auto")
             else:
                 tpl, hit = load_archive(request.templates_path), True

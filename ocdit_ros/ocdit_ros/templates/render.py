@@ -9,7 +9,7 @@ its patch, e.g. 14 or 8 px; the pipeline resizes other sizes to it).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 from PIL import Image
@@ -40,6 +40,41 @@ class RenderSettings:
         the same way: 42 views with pybullet's TinyRenderer (the scenes' renderer) at 3x the
         template size (at least 128 px) before the crop."""
         return cls(views=42, template_size=template_size, render_size=max(128, 3 * template_size), renderer=renderer)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RenderSettings":
+        """The settings `to_dict` wrote (an archive's `render_settings`, a weights file's record)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown render settings {unknown}; known: {sorted(known)}")
+        d = dict(d)
+        if "light_dir_cam" in d:
+            d["light_dir_cam"] = tuple(float(v) for v in d["light_dir_cam"])
+        return cls(**d).validate()
+
+    @classmethod
+    def for_model(cls, model) -> "RenderSettings":
+        """How templates for `model` (an OCDiT) are rendered: as its training templates were, when
+        its weights record it (`model.template_render`), else the training rule at its template size."""
+        record = getattr(model, "template_render", None)
+        if record:
+            return cls.from_dict(record)
+        return cls.training(model.config.template_size[0])
+
+    def runnable(self) -> tuple["RenderSettings", str | None]:
+        """These settings, or the NumPy rasteriser's when pybullet (the `data` extra) is not installed,
+        with a note saying so (the masks agree, the shading differs: the model sees other templates)."""
+        if self.renderer != "pybullet":
+            return self, None
+        try:
+            import pybullet  # noqa: F401
+        except ImportError:
+            return replace(self, renderer="raster"), (
+                "templates for this model are rendered with pybullet, which is not installed: rendering "
+                "with the NumPy rasteriser instead (same views and masks, different shading); install "
+                "pybullet (pip install 'ocdit_ros[data]') for templates like the model's training ones")
+        return self, None
 
     def validate(self) -> "RenderSettings":
         if self.renderer not in ("raster", "pybullet"):

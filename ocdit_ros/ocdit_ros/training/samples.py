@@ -346,6 +346,22 @@ def _perspective_coeffs(dst: np.ndarray, src: np.ndarray) -> tuple[float, ...]:
     return tuple(np.linalg.solve(np.array(a), src.reshape(-1)).tolist())
 
 
+def template_render_record(folder: str | Path) -> dict | None:
+    """The render settings all archives of a template folder share (saved with the weights trained on
+    them); None when they record none. Templates rendered two ways are refused: the record would lie."""
+    import json
+
+    seen: dict[str, str] = {}
+    for meta in sorted(Path(folder).glob("obj_*.json")):
+        settings = json.loads(meta.read_text()).get("render_settings")
+        if settings is not None:
+            seen.setdefault(json.dumps(settings, sort_keys=True), meta.stem)
+    if len(seen) > 1:
+        raise ValueError(f"the templates in {folder} were rendered with different settings (e.g. "
+                         f"{', '.join(list(seen.values())[:2])}); render them all with one 'ocdit templates render'")
+    return json.loads(next(iter(seen))) if seen else None
+
+
 def load_template_bank(folder: str | Path, obj_ids: list[int] | None = None) -> dict[int, np.ndarray]:
     """obj_id -> (V, S, S, 3) uint8 template views from a folder of archives (obj_XXXXXX.npz)."""
     from ..templates.archive import load_archive

@@ -26,7 +26,7 @@ from ..model import OCDiT, load_config
 from ..model.weights import config_from_file, load_weights, read_state_dict, save_weights
 from .config import TrainConfig
 from .losses import DiffusionLoss, MatchingLoss, VAELoss
-from .samples import SampleSource, load_template_bank
+from .samples import SampleSource, load_template_bank, template_render_record
 
 CHECKPOINT = "checkpoint_{step:07d}.pt"
 
@@ -186,6 +186,8 @@ class Trainer:
         self.out = Path(cfg.out)
         self.model = build_model(cfg).to(self.device)
         templates = load_template_bank(cfg.templates) if cfg.stage != "vae" else None
+        # Exported with the weights, so templates of new objects are rendered like these.
+        self.model.template_render = template_render_record(cfg.templates) if cfg.stage != "vae" else None
         self.source = SampleSource(cfg, self.model.config, templates)
         if cfg.stage == "vae":
             self.loss_fn = VAELoss(self.model, cfg.kl_weight)

@@ -35,6 +35,13 @@ def default_library_dir() -> Path:
     """Where `ocdit data scenes` and the demo look for the library: $OCDIT_CACHE/objects, else
     ~/.cache/ocdit/objects."""
     return Path(os.environ.get("OCDIT_CACHE", Path.home() / ".cache" / "ocdit")) / "objects"
+
+
+def default_templates_dir() -> Path:
+    """Where the node's ~/add_object renders meshes when templates_dir is unset: $OCDIT_CACHE/templates
+    (~/.cache/ocdit/templates)."""
+    return default_library_dir().parent / "templates"
+
 SPLIT_FILE = Path(__file__).resolve().parent / "splits" / "sh3d_v1.json"
 MAX_SIZE_CM = 40.0
 MAX_FACES = 60000  # our CPU renderers stay fast; only a handful of catalogue models are larger

@@ -104,3 +104,9 @@ def diagnostic_array(array_type, stamp, name: str, hardware_id: str, ok: bool, m
     arr = array_type(status=[status])
     arr.header.stamp = stamp
     return arr
+
+
+def topic_token(object_id: str) -> str:
+    """A ROS-name-safe token for an object id (letters, digits, underscores; no leading digit)."""
+    token = "".join(c if c.isalnum() or c == "_" else "_" for c in object_id)
+    return token if token and not token[0].isdigit() else f"obj_{token}"

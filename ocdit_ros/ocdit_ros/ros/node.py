@@ -27,10 +27,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ocdit_msgs.msg import InstanceArray
-from ocdit_msgs.srv import AddObject, ListObjects, RemoveObject, SetActiveObjects
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.parameter import Parameter
 
 try:  # optional message packages: published when the user's ROS has them
     from vision_msgs.msg import Detection2DArray
@@ -41,6 +38,7 @@ try:
 except ImportError:  # pragma: no cover
     DiagnosticArray = None
 
+from ..data.objects import default_templates_dir
 from ..pipeline.build import ModelFiles, SetupError, load_objects
 from ..pipeline.export import overlay
 from ..pipeline.retry import segment_with_retry
@@ -48,6 +46,7 @@ from . import messages
 from .frames import LatestFrame, device_memory
 from .image_codec import ImageError, compressed_to_rgb, image_to_rgb
 from .image_subscription import ImageSubscription
+from .object_services import ObjectServices
 from .process import spin, start
 from .parameters import (NODE_PARAMS, PIPELINE_PARAMS, builtin_error, check_node_value, declare_all,
                          unknown_overrides)
@@ -55,7 +54,7 @@ from .parameters import (NODE_PARAMS, PIPELINE_PARAMS, builtin_error, check_node
 MSG_TYPES = messages.rclpy_types()
 
 
-class SegmentCore:
+class SegmentCore(ObjectServices):
     """The node's work, shared by the plain node (`SegmentNode`, configured and active from the
     start) and the managed one (`lifecycle.SegmentLifecycleNode`, driven by transitions). Mixed
     into an rclpy Node; the steps map onto the lifecycle transitions:
@@ -129,12 +128,7 @@ class SegmentCore:
         self.pub_diagnostics = (self._make_publisher(DiagnosticArray, "/diagnostics", 10)
                                 if DiagnosticArray is not None else None)
         self.pub_object_masks: dict[str, object] = {}
-        services = MutuallyExclusiveCallbackGroup()  # object edits one at a time, off the image path
-        for srv_type, name, cb in ((ListObjects, "~/list_objects", self._list_objects),
-                                   (SetActiveObjects, "~/set_active_objects", self._set_active),
-                                   (AddObject, "~/add_object", self._add_object),
-                                   (RemoveObject, "~/remove_object", self._remove_object)):
-            self._entities.append(self.create_service(srv_type, name, cb, callback_group=services))
+        self._entities.extend(self._create_object_services())
         self._warm_up()
 
     # -- activate: subscriptions and the worker ------------------------------------------------
@@ -233,70 +227,6 @@ class SegmentCore:
                     f"image is {shape[1]}x{shape[0]} but camera_info says {info.width}x{info.height}: "
                     "are image and camera_info remapped to the same camera?")
 
-    def active_objects(self) -> list:
-        with self._lock:
-            wanted = [o for o in (self.node_params.get("active_objects") or []) if o in self.objects]
-            return [self.objects[o] for o in wanted] if wanted else list(self.objects.values())
-
-    # -- object services -------------------------------------------------------------------
-    def _list_objects(self, request, response):
-        active = {o.id for o in self.active_objects()}
-        with self._lock:
-            objs = sorted(self.objects.values(), key=lambda o: o.id)
-        response.object_ids = [o.id for o in objs]
-        response.names = [o.name for o in objs]
-        response.active = [o.id in active for o in objs]
-        response.num_templates = [int(len(o.rgb)) for o in objs]
-        return response
-
-    def _set_active(self, request, response):
-        ids = list(request.object_ids)
-        result = self.set_parameters([Parameter("active_objects", Parameter.Type.STRING_ARRAY, ids)])[0]
-        response.success, response.message = result.successful, result.reason or "ok"
-        response.active_object_ids = [o.id for o in self.active_objects()]
-        return response
-
-    def _add_object(self, request, response):
-        from ..templates import ArchiveError, MeshError, load_archive, render_or_load
-        from ..templates.archive import safe_id
-
-        try:
-            if bool(request.mesh_path) == bool(request.templates_path):
-                raise ValueError("set exactly one of mesh_path and templates_path")
-            if request.mesh_path:
-                oid = safe_id(request.object_id or Path(request.mesh_path).stem)
-                settings, note = self.segmenter.template_settings().runnable()  # as the model's were rendered
-                if note:
-                    self.get_logger().warning(note, once=True)
-                tpl, hit = render_or_load(request.mesh_path, self.templates_dir, settings, object_id=oid,
-                                          units=request.mesh_units or "auto")
-            else:
-                tpl, hit = load_archive(request.templates_path), True
-                if request.object_id:
-                    tpl.id = safe_id(request.object_id)
-        except (ValueError, MeshError, ArchiveError, OSError) as exc:
-            response.success, response.message = False, str(exc)
-            return response
-        with self._lock:
-            replaced = tpl.id in self.objects
-            self.objects[tpl.id] = tpl
-        response.success, response.object_id, response.cache_hit = True, tpl.id, bool(hit)
-        response.num_templates = int(len(tpl.rgb))
-        response.message = f"{'replaced' if replaced else 'added'} {tpl.id} ({len(tpl.rgb)} templates)"
-        self.get_logger().info(response.message)
-        return response
-
-    def _remove_object(self, request, response):
-        with self._lock:
-            if request.object_id not in self.objects:
-                response.success, response.message = False, f"unknown object {request.object_id!r}"
-                return response
-            del self.objects[request.object_id]
-            active = [o for o in (self.node_params.get("active_objects") or []) if o != request.object_id]
-        if active != list(self.node_params.get("active_objects") or []):
-            self.set_parameters([Parameter("active_objects", Parameter.Type.STRING_ARRAY, active)])
-        response.success, response.message = True, f"removed {request.object_id}"
-        return response
 
     # -- processing ------------------------------------------------------------------------
     def _warm_up(self) -> None:
@@ -331,9 +261,9 @@ class SegmentCore:
                                       throttle_duration_sec=30.0)
         if params["publish_coarse_first"] and config.refine_enabled and objects:
             coarse = self._segment(image, objects, config, stage="coarse")
-            self.pub_instances.publish(self._to_msg(msg.header, coarse, image.shape[:2]))
+            self.pub_instances.publish(messages.instance_array(MSG_TYPES, msg.header, coarse))
         result = self._segment(image, objects, config)
-        out = self._to_msg(msg.header, result, image.shape[:2])
+        out = messages.instance_array(MSG_TYPES, msg.header, result)
         self.pub_instances.publish(out)
         if params["publish_label_image"]:
             self.pub_labels.publish(messages.label_image_msg(MSG_TYPES, msg.header, result, params["label_encoding"]))
@@ -363,7 +293,7 @@ class SegmentCore:
         for obj in objects:
             pub = self.pub_object_masks.get(obj.id)
             if pub is None:
-                pub = self._make_publisher(Image, f"~/object_masks/{topic_token(obj.id)}", QoSProfile(depth=5))
+                pub = self._make_publisher(Image, f"~/object_masks/{messages.topic_token(obj.id)}", QoSProfile(depth=5))
                 self._entities.remove(pub)  # freed with pub_object_masks
                 self.pub_object_masks[obj.id] = pub
             mask = best[obj.id].mask if obj.id in best else np.zeros(shape, bool)
@@ -393,8 +323,6 @@ class SegmentCore:
     def _segment(self, image, objects, config, stage="refined"):
         return segment_with_retry(self.segmenter, image, objects, config, stage, warn=self.get_logger().warning)
 
-    def _to_msg(self, header, result, shape) -> InstanceArray:
-        return messages.instance_array(MSG_TYPES, header, result)
 
 class SegmentNode(SegmentCore, Node):
     """The plain node: configured and active from construction on."""
@@ -413,19 +341,6 @@ class SegmentNode(SegmentCore, Node):
         if getattr(self, "_running", False) or getattr(self, "_worker", None) is not None:
             self._deactivate()
         return super().destroy_node()
-
-
-def default_templates_dir() -> Path:
-    """Where ~/add_object renders meshes when templates_dir is unset: $OCDIT_CACHE/templates (~/.cache/ocdit)."""
-    from ..data.objects import default_library_dir
-
-    return default_library_dir().parent / "templates"
-
-
-def topic_token(object_id: str) -> str:
-    """A ROS-name-safe token for an object id (letters, digits, underscores; no leading digit)."""
-    token = "".join(c if c.isalnum() or c == "_" else "_" for c in object_id)
-    return token if token and not token[0].isdigit() else f"obj_{token}"
 
 
 def main(args=None) -> int:

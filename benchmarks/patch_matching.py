@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ocdit_ros"))
 
 from ocdit_ros.data.bop import open_split  # noqa: E402
 from ocdit_ros.model import OCDiT, load_model, small16  # noqa: E402
-from ocdit_ros.model.descriptor import descriptor_dim, patch_descriptor  # noqa: E402
+from ocdit_ros.model.descriptor import descriptor_dim, patch_descriptor, template_patch_foreground  # noqa: E402
 from ocdit_ros.model.template_prior import TemplatePrior  # noqa: E402
 from ocdit_ros.naming import obj_name  # noqa: E402
 from ocdit_ros.templates.archive import load_archive  # noqa: E402
@@ -83,11 +83,9 @@ def run(args) -> dict:
                 arc = load_archive(Path(args.templates) / f"{obj_name(oid)}.npz")
                 pick = np.linspace(0, len(arc.rgb) - 1, args.views).round().astype(int)
                 t = torch.from_numpy(arc.rgb[pick]).permute(0, 3, 1, 2).float() / 255
-                tm = torch.from_numpy(arc.masks[pick]).float()[:, None]
                 if t.shape[-1] != tsize:
                     t = F.interpolate(t, size=(tsize, tsize), mode="bilinear", antialias=True, align_corners=False)
-                    tm = F.interpolate(tm, size=(tsize, tsize), mode="nearest")
-                fg = (F.avg_pool2d(tm, p) > 0.5).squeeze(1)  # (V, h, w)
+                fg = template_patch_foreground(t, p)  # (V, h, w): the template prior's and training's rule
                 protos[oid] = {k: F.normalize(f.permute(0, 2, 3, 1)[fg].mean(0), dim=0)
                                for k, f in features(model, t).items()}
                 template_desc[oid] = patch_descriptor(t, p, "colour_hist")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ocdit_ros.model import OCDiT, small16, tiny
-from ocdit_ros.model.descriptor import descriptor_dim, patch_descriptor
+from ocdit_ros.model.descriptor import (HIST_CHANNELS, descriptor_dim, patch_descriptor, template_foreground,
+                                        template_patch_foreground)
 from ocdit_ros.training.samples import SampleSource, apply_colour, load_template_bank, random_recolour
 
 from test_training import _cfg, _write_templates
@@ -174,6 +175,28 @@ def test_template_prior_scores_each_image_patch_against_each_objects_templates()
     assert prior.maps(img, torch.zeros_like(tpl) + black[:, None, None, :, :, :]).abs().max() == 0
     with pytest.raises(ValueError, match="colour_hist"):
         TemplatePrior(feature_dim=64, descriptor_dim=0, dim=8)
+
+
+def test_one_template_foreground_rule_for_the_prior_and_the_backbone_prototypes():
+    """A template patch is the object's when the object covers more than half of it (estimated from
+    its colour statistics). The template prior decides from its descriptor, backbone pretraining and
+    the patch-matching benchmark from pixels: the same patches come out."""
+    tpl = torch.zeros(2, 3, 32, 32)
+    tpl[0, :, :16, :16] = 0.8  # a whole patch of object
+    tpl[0, 0, 16:18, 16:18] = 0.5  # 4 of 256 pixels, dim red: a silhouette corner
+    tpl[1, 1, 20:32, 0:16] = 0.4  # 12 of 16 rows green: 75 %
+    tpl[1, :, 0:16, 16:21] = 0.9  # 5 of 16 columns white: 31 %, bright, still mostly background
+    fg = template_patch_foreground(tpl, 16)
+    assert fg.tolist() == [[[True, False], [False, False]], [[False, False], [True, False]]]
+
+    def prior_view(t, patch):
+        d = patch_descriptor(t, patch, "colour_hist")[:, HIST_CHANNELS:].movedim(1, -1)
+        mean, std = d[..., :3], d[..., 3:6]
+        return template_foreground(mean, std * std + mean * mean)
+
+    assert torch.equal(prior_view(tpl, 16), fg)
+    rand = torch.rand(3, 3, 48, 48) * (torch.rand(3, 1, 48, 48) > 0.5)
+    assert torch.equal(prior_view(rand, 8), template_patch_foreground(rand, 8))
 
 
 def test_template_prior_starts_at_zero_and_then_steers_the_queries():

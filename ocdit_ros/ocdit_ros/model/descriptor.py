@@ -21,6 +21,29 @@ DESCRIPTORS = ("none", "colour_hist")
 _BINS = 4
 HIST_CHANNELS = _BINS**3  # the histogram comes first; per-channel mean and std follow
 
+# Templates are rendered on black, and recolouring keeps black black. The one rule for "template
+# foreground" (the template prior, backbone pretraining's prototypes, benchmarks/patch_matching): a
+# template patch is the object's when the object covers more than half of it, the share estimated
+# from the patch's colour statistics, which the descriptor holds and pixels give alike. For one
+# colour c on black over a share f: mean = f c and mean square = f c^2, so |mean|^2 / mean square = f.
+# Chosen on val (docs/training.md, "template foreground"): prototypes and prior both come out better
+# than with "any object pixel in the patch".
+MIN_OBJECT_SHARE = 0.5
+TEMPLATE_BACKGROUND = 0.02  # channel means (in [0, 1]) summing to at most this: black, whatever the share
+
+
+def template_foreground(mean_rgb: torch.Tensor, mean_square_rgb: torch.Tensor) -> torch.Tensor:
+    """A template patch's mean and mean-square colour (..., 3), in [0, 1] -> (...) bool: the object's."""
+    return ((mean_rgb.pow(2).sum(-1) > MIN_OBJECT_SHARE * mean_square_rgb.sum(-1))
+            & (mean_rgb.sum(-1) > TEMPLATE_BACKGROUND))
+
+
+def template_patch_foreground(templates: torch.Tensor, patch: int) -> torch.Tensor:
+    """Template pixels (..., 3, S, S) in [0, 1] -> (..., S/patch, S/patch) bool, by `template_foreground`."""
+    flat = templates.reshape(-1, *templates.shape[-3:]).float()
+    fg = template_foreground(F.avg_pool2d(flat, patch).movedim(1, -1), F.avg_pool2d(flat * flat, patch).movedim(1, -1))
+    return fg.reshape(*templates.shape[:-3], *fg.shape[-2:])
+
 
 def descriptor_dim(name: str) -> int:
     if name == "none":

@@ -12,8 +12,9 @@ Two maps per (image, object), on the image's patch grid, from the descriptor cha
   foreground patch of the object's templates (1 = same colour distribution);
 - mean: cosine similarity between the patch's descriptor and the object's prototype, the mean
   descriptor of its foreground template patches.
-Template patches that are pure rendering background (black) are left out; they would match
-every dark image patch for every object. The projection to tokens starts at zero, so a model
+Template patches that are mostly rendering background (black; `descriptor.template_foreground`,
+the rule backbone pretraining uses too) are left out; they would match every dark image patch
+for every object. The projection to tokens starts at zero, so a model
 warm-started from one without the prior computes exactly what it did before.
 """
 
@@ -24,8 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .descriptor import HIST_CHANNELS as _HIST
-
-_BACKGROUND_MEAN = 0.02  # a template patch whose RGB means sum below this is background (black)
+from .descriptor import template_foreground
 
 
 class TemplatePrior(nn.Module):
@@ -51,7 +51,8 @@ class TemplatePrior(nn.Module):
         tpl = template_features[:, :, :, self.start:].float()
         b, n = tpl.shape[:2]
         tpl = tpl.permute(0, 1, 2, 4, 5, 3).reshape(b, n, -1, tpl.shape[3])  # (B, N, T*pt, K)
-        foreground = (tpl[..., _HIST:_HIST + 3].sum(-1) > _BACKGROUND_MEAN).float()  # (B, N, L)
+        avg, std = tpl[..., _HIST:_HIST + 3], tpl[..., _HIST + 3:_HIST + 6]  # the descriptor's channel stats
+        foreground = template_foreground(avg, std * std + avg * avg).float()  # (B, N, L)
         # Bhattacharyya coefficient: the histogram channels are square roots of fractions.
         bc = torch.einsum("bpk,bnlk->bnpl", img[..., :_HIST], tpl[..., :_HIST])
         best = (bc - 2.0 * (1 - foreground[:, :, None])).amax(-1).clamp(min=0)  # background never wins

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model import edm
+from ..model.descriptor import template_patch_foreground
 from ..model.ocdit import OCDiT
 
 
@@ -60,18 +61,12 @@ class VAELoss(nn.Module):
         return {"loss": bce + self.kl_weight * kl, "bce": bce.detach(), "kl": kl.detach(), "iou": iou}
 
 
-# Templates are rendered on black and recolouring keeps black black: a template pixel whose
-# brightest channel exceeds this (uint8 scale) is the object's.
-TEMPLATE_FG = 10
-
-
 def template_prototypes(vit, templates: torch.Tensor, patch: int) -> torch.Tensor:
     """templates (N, T, 3, S, S) in [0, 1] -> (N, C): unit mean ViT feature over their foreground patches."""
     n, t = templates.shape[:2]
     flat = templates.flatten(0, 1)
     feats = vit.patch_tokens(OCDiT.normalize(flat))  # (N*T, P, C)
-    fg = F.avg_pool2d((flat.amax(1, keepdim=True) > TEMPLATE_FG / 255).float(), patch).flatten(1) > 0.5  # (N*T, P)
-    fg = fg.view(n, t, -1, 1).float()
+    fg = template_patch_foreground(flat, patch).view(n, t, -1, 1).float()  # the template prior's rule
     summed = (feats.view(n, t, -1, feats.shape[-1]) * fg).sum((1, 2))
     return F.normalize(summed / fg.sum((1, 2)).clamp_min(1), dim=-1)
 

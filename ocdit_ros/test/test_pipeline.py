@@ -326,6 +326,10 @@ def test_bad_objects_are_rejected_with_reasons(tiny_segmenter):
         tiny_segmenter.segment(img, [_objs()[0], _objs()[0]])
     with pytest.raises(ValueError, match="templates must be"):
         ObjectSpec("x", torch.zeros(0, 3, 14, 14))
+    # Stages are "coarse" and "refine"; "refined" names a result, not a stage to stop after.
+    with pytest.raises(ValueError, match="last_stage='refined': use one of coarse, refine"):
+        tiny_segmenter.segment(img, _objs(), last_stage="refined")
+    assert tiny_segmenter.segment(img, _objs(), last_stage="coarse").stage == "coarse"
 
 
 def test_template_features_are_cached_on_disk_across_segmenters(tmp_path):

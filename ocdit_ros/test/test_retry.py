@@ -15,11 +15,11 @@ class FitsAt:
     def __init__(self, limit: int):
         self.limit, self.calls = limit, []
 
-    def segment(self, image, objects, config, stage):
+    def segment(self, image, objects, config, last_stage):
         self.calls.append((config.coarse.ensemble, config.refine.ensemble))
         if max(config.coarse.ensemble, config.refine.ensemble) > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory (test)")
-        return SegmentationResult([], tuple(image.shape[:2]), stage)
+        return SegmentationResult([], tuple(image.shape[:2]), "refined" if last_stage == "refine" else "coarse")
 
 
 def config(coarse: int, refine: int) -> PipelineConfig:

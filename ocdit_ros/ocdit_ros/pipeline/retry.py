@@ -9,17 +9,18 @@ from .segmenter import SegmentationResult, Segmenter
 
 
 def segment_with_retry(segmenter: Segmenter, image, objects: Sequence, config: PipelineConfig,
-                       stage: str = "refined", warn: Callable[[str], None] = print) -> SegmentationResult:
+                       last_stage: str = "refine", warn: Callable[[str], None] = print) -> SegmentationResult:
     """`segmenter.segment`, retried with halved ensembles after a CUDA out-of-memory error (until
     both are 1, then the error is raised); each retry is reported through `warn`. No objects give
     an empty result without running the model."""
     import torch
 
     if not objects:
-        return SegmentationResult([], tuple(image.shape[:2]), stage if config.refine_enabled else "coarse")
+        refined = last_stage == "refine" and config.refine_enabled
+        return SegmentationResult([], tuple(image.shape[:2]), "refined" if refined else "coarse")
     while True:
         try:
-            return segmenter.segment(image, objects, config=config, stage=stage)
+            return segmenter.segment(image, objects, config=config, last_stage=last_stage)
         except torch.OutOfMemoryError:
             if config.coarse.ensemble == 1 and config.refine.ensemble == 1:
                 raise

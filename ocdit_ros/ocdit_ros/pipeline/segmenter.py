@@ -73,6 +73,9 @@ class SegmentationResult:
     batches: list[Batch] = field(default_factory=list)  # one per denoiser call
 
 
+STAGES = ("coarse", "refine")
+
+
 class Segmenter:
     def __init__(self, coarse: OCDiT | MaskModel, refine: OCDiT | MaskModel | None = None,
                  config: PipelineConfig | None = None, cache_dir: str | None = None):
@@ -98,9 +101,14 @@ class Segmenter:
 
     # ------------------------------------------------------------------------------------
     def segment(self, image, objects: Sequence, config: PipelineConfig | None = None,
-                stage: str = "refined", keep_coarse: bool = False) -> SegmentationResult:
-        """Segment `objects` in `image`. `stage="coarse"` stops after the coarse stage;
-        `keep_coarse` also returns the coarse instances (coarse vs refined in one run)."""
+                last_stage: str = "refine", keep_coarse: bool = False) -> SegmentationResult:
+        """Segment `objects` in `image`. `last_stage="coarse"` stops after the coarse stage;
+        `keep_coarse` also returns the coarse instances (coarse vs refined in one run).
+
+        Names: "coarse" and "refine" are the stages (config sections, models, timings);
+        a result's `stage` says what its instances are: "coarse" proposals or "refined" ones."""
+        if last_stage not in STAGES:
+            raise ValueError(f"last_stage={last_stage!r}: use one of {', '.join(STAGES)}")
         cfg = (config or self.config).validate()
         specs = [self.specs.get(o) for o in objects]
         if not specs:
@@ -133,7 +141,7 @@ class Segmenter:
         call.timings["coarse_total"] = (time.perf_counter() - t0) * 1e3
         proposals = [p for p in proposals if p.confidence >= cfg.proposal_threshold][: cfg.max_instances]
 
-        do_refine = stage == "refined" and cfg.refine_enabled and proposals
+        do_refine = last_stage == "refine" and cfg.refine_enabled and proposals
         t1 = time.perf_counter()
         if do_refine:
             scored = self._refine(proposals, call)

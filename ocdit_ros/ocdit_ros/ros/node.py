@@ -260,7 +260,7 @@ class SegmentCore(ObjectServices):
             self.get_logger().warning("no objects loaded: publishing empty results (add some with ~/add_object)",
                                       throttle_duration_sec=30.0)
         if params["publish_coarse_first"] and config.refine_enabled and objects:
-            coarse = self._segment(image, objects, config, stage="coarse")
+            coarse = self._segment(image, objects, config, last_stage="coarse")
             self.pub_instances.publish(messages.instance_array(MSG_TYPES, msg.header, coarse))
         result = self._segment(image, objects, config)
         out = messages.instance_array(MSG_TYPES, msg.header, result)
@@ -320,8 +320,8 @@ class SegmentCore(ObjectServices):
             self.config.device, ok=bool(self.processed or not received),
             message=f"{self.processed} frames segmented, {dropped} of {received} dropped as stale", values=values))
 
-    def _segment(self, image, objects, config, stage="refined"):
-        return segment_with_retry(self.segmenter, image, objects, config, stage, warn=self.get_logger().warning)
+    def _segment(self, image, objects, config, last_stage="refine"):
+        return segment_with_retry(self.segmenter, image, objects, config, last_stage, warn=self.get_logger().warning)
 
 
 class SegmentNode(SegmentCore, Node):

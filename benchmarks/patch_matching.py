@@ -38,7 +38,7 @@ from ocdit_ros.model.descriptor import descriptor_dim, patch_descriptor, templat
 from ocdit_ros.model.template_prior import TemplatePrior  # noqa: E402
 from ocdit_ros.naming import obj_name  # noqa: E402
 from ocdit_ros.templates.archive import load_archive  # noqa: E402
-from ocdit_ros.training.samples import patch_labels  # noqa: E402
+from ocdit_ros.training.examples import patch_labels  # noqa: E402
 
 
 def features(model: OCDiT, rgb: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -68,7 +68,7 @@ for stage in ("coarse", "refine"):
         "weights": (out / f"gpu_{stage}.safetensors").is_file(), "steps": train[-1]["step"] if train else 0,
         "fitted_steps": fitted[-1] if fitted else None, "first_loss": train[0]["loss"] if train else None,
         "last_loss": train[-1]["loss"] if train else None,
-        "samples_per_second": train[-1].get("samples_per_second") if train else None}
+        "examples_per_second": train[-1].get("examples_per_second") if train else None}
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 print(json.dumps(summary))
 PY

@@ -1,4 +1,4 @@
-"""One crop-and-resize for templates, training samples and benchmarks (no ROS, no torch)."""
+"""One crop-and-resize for templates, training examples and benchmarks (no ROS, no torch)."""
 
 from __future__ import annotations
 

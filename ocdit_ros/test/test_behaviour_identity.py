@@ -16,7 +16,7 @@ from ocdit_ros.model import OCDiT, tiny
 from ocdit_ros.pipeline.build import build_segmenter
 from ocdit_ros.pipeline.config import PipelineConfig
 from ocdit_ros.pipeline.segmenter import Segmenter
-from ocdit_ros.training.samples import SampleSource, load_template_bank
+from ocdit_ros.training.examples import ExampleSource, load_template_bank
 
 from test_training import _cfg, data  # noqa: F401 - the fixture
 
@@ -65,8 +65,8 @@ def one_thread():
 @pytest.mark.parametrize("stage", sorted(EXAMPLES))
 def test_training_example_stream_is_unchanged(stage, data, tmp_path, one_thread):  # noqa: F811
     cfg = _cfg(stage, data, tmp_path)
-    src = SampleSource(cfg, tiny(), load_template_bank(cfg.templates))
-    assert _digest([src.sample(i) for i in range(6)]) == EXAMPLES[stage]
+    src = ExampleSource(cfg, tiny(), load_template_bank(cfg.templates))
+    assert _digest([src.example(i) for i in range(6)]) == EXAMPLES[stage]
 
 
 def _scene():

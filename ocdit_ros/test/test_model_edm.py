@@ -36,16 +36,16 @@ def test_loss_weight_and_learned_uncertainty_loss():
 
 def test_training_sigma_ranges():
     torch.manual_seed(0)
-    s = edm.sample_sigma(4096, "uniform", -0.4, 1.2, torch.device("cpu"))
+    s = edm.draw_sigma(4096, "uniform", -0.4, 1.2, torch.device("cpu"))
     assert s.shape == (4096, 1, 1, 1, 1)
     assert s.min() >= 0.002 and s.max() <= 80.0
     # log-uniform: the mean of ln(sigma) is the midpoint of the log range.
     assert s.log().mean().item() == pytest.approx((math.log(0.002) + math.log(80)) / 2, abs=0.15)
-    t = edm.sample_sigma(4096, "normal_trunc", -0.4, 1.2, torch.device("cpu"))
+    t = edm.draw_sigma(4096, "normal_trunc", -0.4, 1.2, torch.device("cpu"))
     assert t.min() >= 0.002 and t.max() <= 80.0
     assert t.log().mean().item() == pytest.approx(-0.4, abs=0.1)
     with pytest.raises(ValueError, match="unknown sigma distribution"):
-        edm.sample_sigma(1, "cosine", 0, 1, torch.device("cpu"))
+        edm.draw_sigma(1, "cosine", 0, 1, torch.device("cpu"))
 
 
 def test_noise_schedule_matches_official_values():

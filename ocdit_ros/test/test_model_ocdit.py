@@ -70,7 +70,7 @@ def test_cross_attention_sees_only_the_objects_own_templates(model):
     assert (fa[:, 0] - fb[:, 0]).abs().max() > 1e-6
 
 
-def test_batched_equals_single_with_per_sample_sigma(model):
+def test_batched_equals_single_with_per_item_sigma(model):
     images, templates = inputs(b=3)
     feats = model.extract_features(images, templates)
     x = torch.randn(3, 3, 4, 8, 7)

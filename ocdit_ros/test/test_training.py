@@ -12,7 +12,7 @@ import torch
 
 from ocdit_ros.model import load_model, tiny
 from ocdit_ros.training import TrainConfig, Trainer, lr_factor
-from ocdit_ros.training.samples import SampleSource, index_split, load_template_bank
+from ocdit_ros.training.examples import ExampleSource, index_split, load_template_bank
 
 from handmade_data import write_scene as _write_scene, write_templates as _write_templates
 
@@ -34,20 +34,20 @@ def _cfg(stage, data, tmp_path, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def test_samples_have_the_model_shapes_and_depend_only_on_the_index(data, tmp_path):
+def test_examples_have_the_model_shapes_and_depend_only_on_the_index(data, tmp_path):
     cfg = _cfg("coarse", data, tmp_path)
     model_cfg = tiny()
-    from ocdit_ros.training.samples import load_template_bank
+    from ocdit_ros.training.examples import load_template_bank
 
-    src = SampleSource(cfg, model_cfg, load_template_bank(cfg.templates))
-    s = src.sample(7)
+    src = ExampleSource(cfg, model_cfg, load_template_bank(cfg.templates))
+    s = src.example(7)
     assert s["images"].shape == (3, 112, 112) and 0 <= s["images"].min() and s["images"].max() <= 1
     assert s["templates"].shape == (2, 3, 3, 42, 42)
     assert s["masks"].shape == (2, 128, 128) and set(s["masks"].unique().tolist()) <= {0.0, 1.0}
     assert s["noise"].shape == s["posterior_eps"].shape == (2, 4, 8, 8)
-    again = src.sample(7)
+    again = src.example(7)
     assert all(torch.equal(s[k], again[k]) for k in s)
-    assert not torch.equal(src.sample(8)["noise"], s["noise"])
+    assert not torch.equal(src.example(8)["noise"], s["noise"])
     # The query whose mask is non-empty shows its object: the crop's pixels under the mask have
     # the template's colour (the red/green/blue rectangles), so queries and targets line up.
     for n in range(2):
@@ -59,12 +59,12 @@ def test_samples_have_the_model_shapes_and_depend_only_on_the_index(data, tmp_pa
             assert torch.argmax(pix) == torch.argmax(tpl)
 
 
-def test_refine_samples_include_false_positive_crops(data, tmp_path):
-    from ocdit_ros.training.samples import load_template_bank
+def test_refine_examples_include_false_positive_crops(data, tmp_path):
+    from ocdit_ros.training.examples import load_template_bank
 
     cfg = _cfg("refine", data, tmp_path, false_positive_rate=0.5)
-    src = SampleSource(cfg, tiny(), load_template_bank(cfg.templates))
-    masks = [src.sample(i)["masks"] for i in range(30)]
+    src = ExampleSource(cfg, tiny(), load_template_bank(cfg.templates))
+    masks = [src.example(i)["masks"] for i in range(30)]
     assert all(m.shape == (1, 128, 128) for m in masks)
     empty = sum(int(m.sum() == 0) for m in masks)
     assert 5 <= empty <= 25  # about half ask for an absent object
@@ -362,7 +362,7 @@ def test_sigma_laws_from_uniform_draws():
 # --- backbone pretraining by template matching (the trainer's backbone stage) -------------------
 
 def test_patch_labels_take_the_object_covering_more_than_half_a_patch():
-    from ocdit_ros.training.samples import patch_labels
+    from ocdit_ros.training.examples import patch_labels
 
     a = np.zeros((16, 16), bool)
     a[:8, :8] = True  # patch (0, 0) whole
@@ -394,8 +394,8 @@ def test_backbone_pretraining_learns_to_match_templates_and_writes_a_frozen_back
     model = load_model(path)
     assert model.config.backbone.trainable is False  # later stages start from it frozen
     # Fresh crops: the trained ViT puts each object's patches nearest its own templates.
-    src = SampleSource(dataclasses.replace(cfg, seed=99), model.config, trainer.source.templates)
-    batch = [src.sample(i) for i in range(4)]
+    src = ExampleSource(dataclasses.replace(cfg, seed=99), model.config, trainer.source.templates)
+    batch = [src.example(i) for i in range(4)]
     with torch.no_grad():
         acc = MatchingLoss(model.feature_extractor.model, model.config.backbone.patch_size, 0.1)(batch)["train_acc"]
     assert acc >= 0.9
@@ -471,6 +471,6 @@ def test_refine_wrong_object_queries_name_the_problem_when_no_object_is_absent(d
     for f in Path(templates).glob("obj_00000[123].*"):
         (only / f.name).write_bytes(f.read_bytes())
     cfg = _cfg("refine", (split, only), tmp_path, false_positive_rate=1.0, present_negative_rate=0.0)
-    src = SampleSource(cfg, tiny(), load_template_bank(only))
+    src = ExampleSource(cfg, tiny(), load_template_bank(only))
     with pytest.raises(ValueError, match="every template object is in an image"):
-        src.sample(0)
+        src.example(0)

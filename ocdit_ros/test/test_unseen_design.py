@@ -7,7 +7,7 @@ import torch
 from ocdit_ros.model import OCDiT, small16, tiny
 from ocdit_ros.model.descriptor import (HIST_CHANNELS, descriptor_dim, patch_descriptor, template_foreground,
                                         template_patch_foreground)
-from ocdit_ros.training.samples import SampleSource, apply_colour, load_template_bank, random_recolour
+from ocdit_ros.training.examples import ExampleSource, apply_colour, load_template_bank, random_recolour
 
 from test_training import _cfg, _write_templates
 
@@ -98,10 +98,10 @@ def test_recoloured_objects_match_their_templates(separate, tmp_path):
     cfg = _cfg("coarse", separate, tmp_path, recolour_prob=1.0, colour_jitter=0.0)
     plain_cfg = _cfg("coarse", separate, tmp_path, recolour_prob=0.0, colour_jitter=0.0)
     bank = load_template_bank(cfg.templates)
-    src, plain = SampleSource(cfg, tiny(), bank), SampleSource(plain_cfg, tiny(), bank)
+    src, plain = ExampleSource(cfg, tiny(), bank), ExampleSource(plain_cfg, tiny(), bank)
     checked, differs = 0, 0
     for index in range(12):
-        s = src.sample(index)
+        s = src.example(index)
         for n in range(2):
             m = s["masks"][n] > 0
             if m.sum() < 200:
@@ -115,7 +115,7 @@ def test_recoloured_objects_match_their_templates(separate, tmp_path):
             close = ((s["images"][:, inner] - tpl[:, None]).abs().max(0).values < 0.1).float().mean()
             assert close > 0.9, (index, n, float(close), tpl)
             checked += 1
-            differs += int(not torch.allclose(tpl, plain.sample(index)["templates"][n, 0][:, 21, 21], atol=0.05))
+            differs += int(not torch.allclose(tpl, plain.example(index)["templates"][n, 0][:, 21, 21], atol=0.05))
     assert checked >= 5 and differs >= checked - 1
 
 
@@ -125,20 +125,20 @@ def test_refine_negatives_can_ask_for_another_object_of_the_image(separate, tmp_
     centre) and its templates show that object's colour, not the crop's centre object's."""
     cfg = _cfg("refine", separate, tmp_path, false_positive_rate=1.0, present_negative_rate=1.0,
                colour_jitter=0.0, refine_box_scale=(1.2, 1.2), refine_box_shift=0.0)
-    src = SampleSource(cfg, tiny(), load_template_bank(cfg.templates))
+    src = ExampleSource(cfg, tiny(), load_template_bank(cfg.templates))
     colours = {(220, 40, 40), (40, 220, 40), (40, 40, 220)}
     for index in range(8):
-        s = src.sample(index)
+        s = src.example(index)
         centre = tuple(int(v) for v in (s["images"][:, 56, 56] * 255).round())
         asked = tuple(int(v) for v in (s["templates"][0, 0][:, 21, 21] * 255).round())
         near = lambda c: min(colours, key=lambda k: sum(abs(a - b) for a, b in zip(k, c)))  # noqa: E731
         assert near(asked) != near(centre), (index, asked, centre)
         # The 1.2x crop of a 22x30 rectangle holds at most slivers of its neighbours (3 px away).
         assert s["masks"].mean() < 0.1
-    # Rate 0 keeps the old stream (absent objects only): the same samples as before the option.
-    old = SampleSource(_cfg("refine", separate, tmp_path, false_positive_rate=1.0), tiny(),
+    # Rate 0 keeps the old stream (absent objects only): the same examples as before the option.
+    old = ExampleSource(_cfg("refine", separate, tmp_path, false_positive_rate=1.0), tiny(),
                        load_template_bank(cfg.templates))
-    assert all(float(old.sample(i)["masks"].sum()) == 0 for i in range(4))
+    assert all(float(old.example(i)["masks"].sum()) == 0 for i in range(4))
 
 
 def _prior_inputs():

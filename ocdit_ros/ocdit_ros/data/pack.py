@@ -1,7 +1,7 @@
 """A training set packed for another machine: `ocdit data pack` (the lent GPU gets at most 64 MiB).
 
 The pack is a plain tar.gz: `scenes<k>/` is the k-th BOP split folder given, with only the files
-training samples read (`rgb/`, `mask_visib/`, `scene_gt.json`, `scene_gt_info.json`,
+training examples read (`rgb/`, `mask_visib/`, `scene_gt.json`, `scene_gt_info.json`,
 `scene_camera.json`); `templates/` holds the archives of the objects those scenes show and no
 others (val and test objects never travel as negatives). `tar -xzf PACK -C DIR` unpacks it
 anywhere, without this package, pybullet or trimesh. Members are sorted with fixed owners and

@@ -190,7 +190,7 @@ class Diffuser(nn.Module):
                      latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """Official `forward_loss`: draws sigma and the noise from the global RNG, then `loss_at`."""
         cfg = self.cfg
-        sigma = edm.sample_sigma(image_features.shape[0], cfg.sigma_distribution, cfg.P_mean, cfg.P_std,
+        sigma = edm.draw_sigma(image_features.shape[0], cfg.sigma_distribution, cfg.P_mean, cfg.P_std,
                                  image_features.device)
         noise = torch.randn_like(latents)
         return self.loss_at(image_features, templates_features, latents, sigma, noise)

@@ -40,7 +40,7 @@ def sigma_from_uniform(u: torch.Tensor, distribution: str, p_mean: float, p_std:
     """
     lo, hi = math.log(SIGMA_MIN_TRAIN), math.log(SIGMA_MAX_TRAIN)
     if distribution == "uniform":
-        return ((lo - hi) * u + hi).exp()  # the official draw's arithmetic, so sample_sigma is exact
+        return ((lo - hi) * u + hi).exp()  # the official draw's arithmetic, so draw_sigma is exact
     if distribution in ("normal", "normal_trunc"):
         u = u.clamp(1e-6, 1 - 1e-6)
         if distribution == "normal_trunc":
@@ -55,7 +55,7 @@ def _log_normal(z: torch.Tensor, p_mean: float, p_std: float) -> torch.Tensor:
     return (z * p_std + p_mean).exp()
 
 
-def sample_sigma(batch: int, distribution: str, p_mean: float, p_std: float, device: torch.device,
+def draw_sigma(batch: int, distribution: str, p_mean: float, p_std: float, device: torch.device,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Training noise levels, shape (batch, 1, 1, 1, 1), drawn like the official code.
 

@@ -2,7 +2,7 @@
 checkpoints with exact resume, logs, DDP.
 
 Launch one process (`ocdit train coarse --config ...`) or several with `torchrun`; under torchrun
-every rank draws its own slice of each global batch (samples.py) and DistributedDataParallel
+every rank draws its own slice of each global batch (examples.py) and DistributedDataParallel
 averages the gradients (gloo on CPU, NCCL on GPUs).
 """
 
@@ -26,24 +26,24 @@ from ..model import OCDiT, load_config
 from ..model.weights import config_from_file, load_weights, read_state_dict, save_weights
 from .config import TrainConfig
 from .losses import DiffusionLoss, MatchingLoss, VAELoss
-from .samples import SampleSource, load_template_bank, template_render_record
+from .examples import ExampleSource, load_template_bank, template_render_record
 
 CHECKPOINT = "checkpoint_{step:07d}.pt"
 
 
-class _Samples(Dataset):
-    def __init__(self, source: SampleSource):
+class _Examples(Dataset):
+    def __init__(self, source: ExampleSource):
         self.source = source
 
-    def __len__(self) -> int:  # indices are global sample numbers, not positions in a list
+    def __len__(self) -> int:  # indices are global example numbers, not positions in a list
         return 2**62
 
     def __getitem__(self, index: int):
-        return self.source.sample(int(index))
+        return self.source.example(int(index))
 
 
 class _BatchIndices(Sampler):
-    """Global sample numbers of this rank for steps start..steps-1 (rank r takes slice r of each batch)."""
+    """Global example numbers of this rank for steps start..steps-1 (rank r takes slice r of each batch)."""
 
     def __init__(self, start: int, steps: int, batch: int, rank: int, world: int):
         self.start, self.steps, self.batch, self.rank, self.world = start, steps, batch, rank, world
@@ -57,12 +57,12 @@ class _BatchIndices(Sampler):
         return (self.steps - self.start) * self.batch
 
 
-def _as_list(samples: list) -> list:
-    return samples
+def _as_list(examples: list) -> list:
+    return examples
 
 
-def _to(sample: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in sample.items()}
+def _to(example: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in example.items()}
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -188,7 +188,7 @@ class Trainer:
         templates = load_template_bank(cfg.templates) if cfg.stage != "vae" else None
         # Exported with the weights, so templates of new objects are rendered like these.
         self.model.template_render = template_render_record(cfg.templates) if cfg.stage != "vae" else None
-        self.source = SampleSource(cfg, self.model.config, templates)
+        self.source = ExampleSource(cfg, self.model.config, templates)
         if cfg.stage == "vae":
             self.loss_fn = VAELoss(self.model, cfg.kl_weight)
         elif cfg.stage == "backbone":
@@ -251,9 +251,9 @@ class Trainer:
         workers = self.cfg.num_workers
         # Its own generator: creating the iterator must not advance the global RNG, which the
         # model's random class positions use and checkpoints restore.
-        # Backbone samples hold a varying number of objects each: batches stay lists of samples.
+        # Backbone examples hold a varying number of objects each: batches stay lists of examples.
         collate = _as_list if self.cfg.stage == "backbone" else None
-        return DataLoader(_Samples(self.source), generator=torch.Generator().manual_seed(self.cfg.seed),
+        return DataLoader(_Examples(self.source), generator=torch.Generator().manual_seed(self.cfg.seed),
                           batch_size=self.cfg.batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None,
                           pin_memory=self.device.type == "cuda")
@@ -262,7 +262,7 @@ class Trainer:
         self.model.train()
         self.model.vae.train(self.cfg.stage == "vae")
         with self.autocast:
-            if isinstance(batch, list):  # backbone: one dict per sample
+            if isinstance(batch, list):  # backbone: one dict per example
                 out = self.wrapped([_to(s, self.device) for s in batch])
             else:
                 out = self.wrapped(**_to(batch, self.device))
@@ -300,7 +300,8 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}")
                 if self.step % self.cfg.log_every == 0 or self.step == steps:
-                    metrics["samples_per_second"] = done * self.cfg.batch_size * self.world / (time.perf_counter() - t0)
+                    seconds = time.perf_counter() - t0
+                    metrics["examples_per_second"] = done * self.cfg.batch_size * self.world / seconds
                     log.write(json.dumps({"step": self.step, **metrics}) + "\n")
                     log.flush()
                     if writer is not None:
@@ -345,10 +346,10 @@ class Trainer:
         return path
 
     @torch.no_grad()
-    def latent_std(self, model: OCDiT, samples: int = 256) -> float:
+    def latent_std(self, model: OCDiT, count: int = 256) -> float:
         """Std of posterior means over fresh masks: sets raw_std so diffused latents have std final_std."""
         model.eval()
-        masks = torch.stack([self.source.sample(10**12 + i)["masks"] for i in range(samples)]).to(self.device)
+        masks = torch.stack([self.source.example(10**12 + i)["masks"] for i in range(count)]).to(self.device)
         mean, _ = model.to(self.device).vae.net.moments(masks)
         return float(mean.std())
 

@@ -1,7 +1,7 @@
-"""Training samples from BOP scenes: masks (VAE), multi-object crops (coarse), object crops (refine),
+"""Training examples from BOP scenes: masks (VAE), multi-object crops (coarse), object crops (refine),
 crops with per-patch object labels (backbone pretraining by template matching).
 
-Every sample is a pure function of (seed, global index): its own NumPy generator draws the image,
+Every example is a pure function of (seed, global index): its own NumPy generator draws the image,
 crop, objects, template views, augmentations and also the diffusion noise. So a resumed run sees
 exactly the batches it would have seen, worker count does not matter, and DDP ranks that split a
 batch compute the same gradient as one process on the whole batch.
@@ -99,8 +99,9 @@ def colour_jitter(img: np.ndarray, rng: np.random.Generator, strength: float) ->
     return (np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
-class SampleSource:
-    """Draws samples of one stage; `sample(index)` returns a dict of tensors."""
+class ExampleSource:
+    """Draws the training examples of one stage; `example(index)` returns a dict of tensors.
+    ('sample' is kept for diffusion sampling: `Diffuser.sample`, `MaskModel.sample`.)"""
 
     def __init__(self, cfg: TrainConfig, model_cfg: OCDiTConfig, templates: dict | None = None):
         self.cfg = cfg
@@ -126,7 +127,7 @@ class SampleSource:
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.cfg.seed, index])
 
-    def sample(self, index: int) -> dict[str, torch.Tensor]:
+    def example(self, index: int) -> dict[str, torch.Tensor]:
         rng = self.rng(index)
         z = self.model_cfg.vae.z_channels
         if self.cfg.stage == "backbone":
@@ -137,7 +138,7 @@ class SampleSource:
             return out
         out = self._coarse(rng) if self.cfg.stage == "coarse" else self._refine(rng)
         n = out["masks"].shape[0]
-        # Diffusion randomness, drawn here so it belongs to the sample (see module docstring).
+        # Diffusion randomness, drawn here so it belongs to the example (see module docstring).
         out["posterior_eps"] = torch.from_numpy(rng.standard_normal((n, z, *self.latent_size)).astype(np.float32))
         out["noise"] = torch.from_numpy(rng.standard_normal((n, z, *self.latent_size)).astype(np.float32))
         out["sigma_u"] = torch.tensor(rng.random(), dtype=torch.float32)

@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from .cli_common import add_model_options
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("bag", help="segment the images of a rosbag2 offline",
@@ -22,9 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
     p.add_argument("--out", required=True, help="output rosbag2 folder (must not exist)")
     p.add_argument("--objects", required=True, help="folder of template archives")
-    p.add_argument("--weights", help="model weights (.safetensors or save_pretrained folder)")
-    p.add_argument("--refine-weights", help="refine model weights")
-    p.add_argument("--model-config", help="model config for weights without a stored config")
+    add_model_options(p)
     p.add_argument("--config", help="pipeline config YAML")
     p.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="output storage format")
     p.add_argument("--bop-json", help="also write BOP 2D-segmentation results here")

@@ -1,5 +1,6 @@
 """What the commands that segment (`ocdit segment`, `ocdit eval`, `ocdit bag`) share: one-line
-user errors, --objects, the pipeline config with overrides, and the segmenter of --weights."""
+user errors, the model options, --objects, the pipeline config with overrides, and the segmenter
+of --weights."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ from .pipeline.config import PipelineConfig
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+def add_model_options(p) -> None:
+    """--weights, --refine-weights, --model-config and --feature-cache, spelled and explained once."""
+    p.add_argument("--weights", help="coarse model weights (.safetensors or save_pretrained folder); "
+                                     "default: the shipped model (ocdit_ros/weights/MODEL_CARD.md)")
+    p.add_argument("--refine-weights", help="refine model weights (default: the shipped refine model without "
+                                            "--weights, else the coarse model does both stages)")
+    p.add_argument("--model-config", help="model config (preset or YAML) for weights without a stored config")
+    p.add_argument("--feature-cache", help="folder that keeps the templates' backbone features across runs "
+                                           "(keyed by template pixels and weights; default: memory only)")
 
 
 def load_objects(folder: str) -> list:
@@ -35,7 +47,7 @@ def cli_segmenter(args, cfg: PipelineConfig, files=None):
 
     try:
         files = files or ModelFiles.resolve(args.weights, args.refine_weights, args.model_config)
-        return files.build(cfg)
+        return files.build(cfg, cache_dir=args.feature_cache)
     except SetupError as exc:
         raise CliError(exc.render(option_name(exc.setting))) from None
 

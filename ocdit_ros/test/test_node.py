@@ -487,6 +487,23 @@ def torch_equal(a, b):
     return torch.equal(a.cpu(), b.cpu())
 
 
+def test_feature_cache_dir_keeps_template_features_across_restarts(templates_dir, tmp_path):
+    cache = tmp_path / "features"
+    first = Harness(templates_dir, feature_cache_dir=str(cache))
+    try:
+        first.send_and_wait(first.image(70))
+        assert len(list(cache.glob("*.safetensors"))) == 2  # box and mug
+    finally:
+        first.close()
+    again = Harness(templates_dir, feature_cache_dir=str(cache))
+    try:
+        again.send_and_wait(again.image(71))
+        model = again.node.segmenter.coarse
+        assert model.cache_misses == 0 and model.cache_hits >= 2  # read back, not recomputed
+    finally:
+        again.close()
+
+
 def test_node_loads_real_weights_from_a_file_with_their_config(templates_dir, tmp_path):
     """Not random `tiny` weights: a model saved to safetensors with a non-preset config, loaded
     through the weights parameter alone (the config comes from the file)."""

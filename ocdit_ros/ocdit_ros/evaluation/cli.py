@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli_common import add_model_options
 from ..data.bop import BopFormatError, open_split
 from ..naming import obj_name
 from .coco import ResultsError, evaluate
@@ -30,9 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--split", help="split folder name under a dataset root (default: the only one, test, val)")
     p.add_argument("--out", required=True, help="report JSON (results JSON goes next to it)")
     p.add_argument("--results", help="BOP 2D segmentation results JSON to score (no model is run)")
-    p.add_argument("--weights", help="coarse weights (default: the shipped model)")
-    p.add_argument("--refine-weights", help="refine weights (default: shipped refine model, or the coarse one)")
-    p.add_argument("--model-config", help="model config (preset or YAML) for weights without a stored config")
+    add_model_options(p)
     p.add_argument("--config", help="pipeline config YAML")
     p.add_argument("--templates", help="template cache folder (default: DATASET_ROOT/templates_cache)")
     p.add_argument("--template-renderer", choices=["pybullet", "raster"],

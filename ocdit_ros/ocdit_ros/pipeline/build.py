@@ -127,8 +127,9 @@ class ModelFiles:
         refine = check_weights_path("refine_weights", refine_weights) if refine_weights else shipped_refine
         return cls(coarse, refine, str(model_config) if model_config else None, True)
 
-    def build(self, config: PipelineConfig | None = None, seed: int = 0):
-        """Load the models onto `config.device` and wrap them in a Segmenter."""
+    def build(self, config: PipelineConfig | None = None, seed: int = 0, cache_dir: str | None = None):
+        """Load the models onto `config.device` and wrap them in a Segmenter; `cache_dir` keeps the
+        templates' backbone features on disk across runs (keyed by template pixels and weights)."""
         import torch
 
         from ..model import OCDiT, load_config
@@ -145,10 +146,10 @@ class ModelFiles:
                                  "or a model config YAML") from None
         if self.weights is None:
             torch.manual_seed(seed)
-            return Segmenter(OCDiT.from_config(model_cfg).to(device).eval(), None, config)
+            return Segmenter(OCDiT.from_config(model_cfg).to(device).eval(), None, config, cache_dir or None)
         coarse = _load(self.weights, "weights", model_cfg, device)
         refine = _load(self.refine_weights, "refine_weights", model_cfg, device) if self.refine_weights else None
-        return Segmenter(coarse, refine, config)
+        return Segmenter(coarse, refine, config, cache_dir or None)
 
 
 def _load(path: Path, setting: str, model_cfg, device: str):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli_common import CliError, cli_segmenter, load_objects, pipeline_config
+from ..cli_common import CliError, add_model_options, cli_segmenter, load_objects, pipeline_config
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -17,10 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description="Segment the objects of a template folder in images.")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--objects", required=True, help="folder of template archives (ocdit templates render)")
-    p.add_argument("--weights", help="coarse model weights (.safetensors or save_pretrained folder); "
-                                     "default: the shipped model (ocdit_ros/weights/MODEL_CARD.md)")
-    p.add_argument("--refine-weights", help="refine model weights (default: the coarse model)")
-    p.add_argument("--model-config", help="model config (preset or YAML) for weights without a stored config")
+    add_model_options(p)
     p.add_argument("--config", help="pipeline config YAML (ensembles, steps, thresholds, ...)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", choices=["ocdit", "bop"], default="ocdit",

@@ -112,7 +112,7 @@ class SegmentCore(ObjectServices):
         if unknown:
             raise SetupError("active_objects", f"unknown objects {unknown}; loaded: {sorted(self.objects)}",
                              "name objects of templates_dir, or leave active_objects unset")
-        self.segmenter = files.build(self.config)
+        self.segmenter = files.build(self.config, cache_dir=ro["feature_cache_dir"])
         if not self.objects:
             self.get_logger().warning(
                 f"no objects: templates_dir is {'unset' if not ro['templates_dir'] else 'empty'}; publishing empty "

@@ -78,6 +78,8 @@ READ_ONLY: dict[str, tuple[Any, str]] = {
     "model_config": ("", "model config preset/YAML for weights without a stored config; "
                          "with no weights: random weights of this preset (testing only)"),
     "templates_dir": ("", "folder of template archives (ocdit templates render); empty: start with no objects"),
+    "feature_cache_dir": ("", "folder that keeps the templates' backbone features across restarts (keyed by "
+                              "template pixels and weights); empty: memory only"),
     "pipeline_config": ("", "pipeline YAML (as for ocdit segment --config): its values replace the "
                             "PipelineConfig defaults; pipeline parameters set explicitly win over it"),
     "device": ("cpu", "torch device: cpu, cuda or cuda:N (an unavailable CUDA device is refused)"),

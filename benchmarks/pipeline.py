@@ -111,7 +111,7 @@ def image_message(image: np.ndarray):
     return msg
 
 
-def build_messages(result, shape):
+def build_messages(result):
     """The node's own InstanceArray conversion (None when the ROS layer is unavailable)."""
     from std_msgs.msg import Header
 
@@ -175,7 +175,7 @@ def profile(args) -> dict:
         result = seg.segment(rgb, objects)
         t1 = time.perf_counter()
         if msg is not None:
-            build_messages(result, rgb.shape[:2])
+            build_messages(result)
         t_msg = (time.perf_counter() - t1) * 1e3
         runs.append((t_decode, t_msg, (time.perf_counter() - t0) * 1e3, result))
 

@@ -90,6 +90,7 @@ def run_node(image: np.ndarray, templates: Path, weights: str | None, extra: dic
 
     from .ros.image_codec import fill_image
     from .ros.node import SegmentNode
+    from .ros.process import run_executor
 
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx)
@@ -104,7 +105,7 @@ def run_node(image: np.ndarray, templates: Path, weights: str | None, extra: dic
     executor = rclpy.executors.MultiThreadedExecutor(context=ctx)
     executor.add_node(node)
     executor.add_node(peer)
-    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin = threading.Thread(target=run_executor, args=(executor,), daemon=True)
     spin.start()
     try:
         deadline = time.monotonic() + 30

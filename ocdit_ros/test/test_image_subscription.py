@@ -14,6 +14,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from ros_processes import wait_for  # noqa: E402  (30 s, polling every 20 ms)
 
 from ocdit_ros.ros.image_subscription import ImageSubscription, image_qos, resolve_reliability  # noqa: E402
+from ocdit_ros.ros.process import run_executor  # noqa: E402
 
 RELIABLE, BEST_EFFORT = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
 
@@ -39,7 +40,7 @@ class Pair:
         self.executor = rclpy.executors.MultiThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread = threading.Thread(target=run_executor, args=(self.executor,), daemon=True)
         self.thread.start()
 
     def publish_until_received(self, pub, stamp):

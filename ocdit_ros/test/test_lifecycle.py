@@ -22,6 +22,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from ocdit_msgs.msg import InstanceArray  # noqa: E402
 from ocdit_msgs.srv import ListObjects  # noqa: E402
 from ocdit_ros.ros.image_codec import fill_image  # noqa: E402
+from ocdit_ros.ros.process import run_executor  # noqa: E402
 from ocdit_ros.templates import RenderSettings, render_or_load  # noqa: E402
 
 TIMEOUT = 60.0
@@ -93,7 +94,7 @@ def test_every_transition_through_the_lifecycle_services(templates_dir):
     executor = rclpy.executors.MultiThreadedExecutor(context=ctx)
     executor.add_node(node)
     executor.add_node(c.peer)
-    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin = threading.Thread(target=run_executor, args=(executor,), daemon=True)
     spin.start()
     try:
         assert c.state() == State.PRIMARY_STATE_UNCONFIGURED and node.segmenter is None
@@ -153,7 +154,7 @@ def client():
     c = Client(ctx, "/lcp")
     executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
     executor.add_node(c.peer)
-    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin = threading.Thread(target=run_executor, args=(executor,), daemon=True)
     spin.start()
     yield c
     executor.shutdown()

@@ -25,6 +25,7 @@ from vision_msgs.msg import Detection2DArray  # noqa: E402
 from ocdit_msgs.msg import InstanceArray  # noqa: E402
 from ocdit_ros.ros.image_codec import fill_image  # noqa: E402
 from ocdit_ros.ros.node import SegmentNode  # noqa: E402
+from ocdit_ros.ros.process import run_executor  # noqa: E402
 from ocdit_ros.templates import RenderSettings, render_or_load  # noqa: E402
 
 TIMEOUT = 30.0
@@ -65,7 +66,7 @@ class Harness:
         self.executor = rclpy.executors.MultiThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.executor.add_node(self.peer)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread = threading.Thread(target=run_executor, args=(self.executor,), daemon=True)
         self.thread.start()
         wait_for(lambda: self.camera.get_subscription_count() > 0, "the node's image subscription")
         assert self.set_client.wait_for_service(timeout_sec=TIMEOUT)
@@ -287,6 +288,74 @@ def test_latest_frame_slot_keeps_the_newest_and_counts_the_dropped():
     slot.close()  # closing wakes it too
     waiter.join(timeout=5)
     assert got == ["late", None] and time.monotonic() - t0 < 5
+
+
+def test_the_executor_outlives_an_entity_destroyed_while_it_builds_its_wait_set():
+    """rclpy's race (ros2/rclpy#1284) made deterministic: a waitable that is destroyed after the
+    executor listed it raises InvalidHandle when added to the wait set. Plain spin() ends there
+    (the node answers nothing more, as in a CI run of this file); run_executor spins on."""
+    from rclpy.exceptions import InvalidHandle
+    from rclpy.waitable import NumberOfEntities, Waitable
+
+    class DestroyedWhileListed(Waitable):
+        def __init__(self, node):
+            super().__init__(node.default_callback_group)
+            self.node, self.raised = node, threading.Event()
+
+        def __enter__(self):
+            pass
+
+        def __exit__(self, *exc):
+            pass
+
+        def get_num_entities(self):
+            return NumberOfEntities()
+
+        def add_to_wait_set(self, wait_set):
+            self.node.remove_waitable(self)  # what destroy_subscription does to its event handlers
+            self.raised.set()
+            raise InvalidHandle("cannot use Destroyable because destruction was requested")
+
+        def is_ready(self, wait_set):
+            return False
+
+    def spins_on(spin):
+        ctx = rclpy.context.Context()
+        rclpy.init(context=ctx)
+        node = rclpy.create_node("ocdit_race", context=ctx)
+        ticks = []
+        node.create_timer(0.05, lambda: ticks.append(1))
+        executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        errors = []
+
+        def target():
+            try:
+                spin(executor)
+            except InvalidHandle as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: len(ticks) > 2, "the timer before the race")
+            waitable = DestroyedWhileListed(node)
+            node.add_waitable(waitable)
+            executor.wake()
+            wait_for(waitable.raised.is_set, "the waitable in the wait set")
+            n = len(ticks)
+            time.sleep(0.5)
+            return thread.is_alive() and len(ticks) > n + 2, errors
+        finally:
+            executor.shutdown()
+            thread.join(timeout=TIMEOUT)
+            node.destroy_node()
+            rclpy.shutdown(context=ctx)
+
+    alive, errors = spins_on(lambda ex: ex.spin())
+    assert not alive and len(errors) == 1  # the race is real and ends plain spin()
+    alive, errors = spins_on(run_executor)
+    assert alive and not errors
 
 
 def test_burst_drops_stale_frames(templates_dir):

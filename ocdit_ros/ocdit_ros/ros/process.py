@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import rclpy
+from rclpy.exceptions import InvalidHandle
 
 from ..pipeline.build import SetupError
 
@@ -60,15 +61,34 @@ def check_params_files(argv) -> str | None:
     return None
 
 
+def run_executor(executor, until=None) -> None:
+    """executor.spin() (or spin_until_future_complete(until)), kept alive through rclpy's
+    destroy-while-waiting race.
+
+    rclpy (Kilted's included, ros2/rclpy#1284) lists a node's waitables before entering them, so
+    the event handler of a subscription destroyed by another thread in between (our image
+    subscription is recreated by a timer, a lifecycle deactivation drops subscriptions) raises
+    InvalidHandle while the wait set is built, and spin() ends: a node that no longer answers
+    anything. The next wait set no longer lists the destroyed entity, so spinning on is safe.
+    """
+    while executor.context.ok():
+        try:
+            if until is None:
+                executor.spin()
+            else:
+                executor.spin_until_future_complete(until)
+            return
+        except InvalidHandle:
+            continue
+
+
 def spin(node, until=None) -> None:
     """Serve `node` (until the future `until` completes, if given); Ctrl-C ends it quietly."""
     executor = rclpy.executors.MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        if until is None:
-            executor.spin()
-        else:
-            executor.spin_until_future_complete(until)
+        run_executor(executor, until)
+        if until is not None:
             time.sleep(0.5)  # a shutdown service's response is still being sent by an executor thread
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass

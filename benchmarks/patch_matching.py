@@ -55,7 +55,7 @@ def run(args) -> dict:
     model = load_model(args.weights) if args.weights else OCDiT.from_config(small16())
     model.eval()
     size, p = model.config.image_size[0], model.config.backbone.patch_size
-    tsize = model.config.template_size[0]
+    tsize = model.config.template_pixels[0]
     split = open_split(args.dataset, args.split, targets=None)
     right = {k: 0 for k in ("colour", "vit", "vit+colour")}
     total, chance, prior_iou = 0, [], []

@@ -140,7 +140,7 @@ def profile(args) -> dict:
     coarse_model, refine_model = load_models(args)
     cfg = coarse_model.config
     rcfg = (refine_model or coarse_model).config
-    t_px = cfg.template_size[0] // cfg.backbone.patch_size * cfg.backbone.patch_size
+    t_px = cfg.template_pixels[0]
     image, objects = synthetic_frame(tuple(args.image), args.objects, args.templates, t_px)
     # Thresholds at 0 so every proposal is refined: the refine cost is measured, not skipped.
     pcfg = PipelineConfig(coarse=StageConfig(args.coarse_ensemble, args.coarse_augmentations),

@@ -17,8 +17,9 @@ vae_scenes=${VAE_SCENES:-60}
 [ -f "$work/objects/objects.json" ] || ocdit data objects --out "$work/objects"
 # 48 px templates (6x6 patches of the small16 backbone), rendered with the settings the shipped
 # weights record (42 views, pybullet, 144 px renders): what `ocdit eval` and the node render too.
+# --renderer pybullet: a machine without pybullet fails here instead of training on rasterised templates.
 ocdit templates render "$work/objects/models" --out "$work/templates48" \
-    --weights ocdit_ros/ocdit_ros/weights/default_coarse.safetensors
+    --weights ocdit_ros/ocdit_ros/weights/default_coarse.safetensors --renderer pybullet
 ocdit data scenes --split val --num-scenes 40 --seed 1 --out "$work/synth" --objects "$work/objects"
 # Scenes are a pure function of (seed, split, index): the VAE trains on the first VAE_SCENES train
 # scenes, which are then hard-linked into the full train split instead of being generated twice.

@@ -1,6 +1,7 @@
 """COCO segmentation AP (pycocotools) of BOP results with known answers; `ocdit eval`."""
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -286,7 +287,7 @@ def _write_models(root: Path, boxes: dict[int, tuple]) -> None:
     (models / "models_info.json").write_text(json.dumps(info))
 
 
-def test_cli_runs_the_pipeline_and_reports_coarse_and_refined(tmp_path, capsys):
+def test_cli_runs_the_pipeline_and_reports_coarse_and_refined(tmp_path, capsys, monkeypatch):
     pytest.importorskip("pybullet")
     import torch
 
@@ -329,6 +330,12 @@ def test_cli_runs_the_pipeline_and_reports_coarse_and_refined(tmp_path, capsys):
     assert report["num_predictions"] == len(results)
     assert (tmp_path / "templates_cache" / "obj_000001.npz").is_file()
     assert "coarse" in capsys.readouterr().out
+    # Without pybullet the model's pybullet templates fall back to the rasteriser, with a warning.
+    monkeypatch.setitem(sys.modules, "pybullet", None)  # import pybullet now raises ImportError
+    code = main(["eval", "--dataset", str(tmp_path), "--weights", str(tmp_path / "w.safetensors"), "--config", str(cfg),
+                 "--out", str(out), "--ensemble", "1", "--steps", "1", "--no-coarse-ap"])
+    assert code == 0 and "warning: templates for this model are rendered with pybullet" in capsys.readouterr().err
+    assert json.loads(out.read_text())["pipeline_config"]["template_settings"]["renderer"] == "raster"
 
 
 def test_a_faint_instance_of_an_object_with_targets_is_ignored_not_dropped(split):

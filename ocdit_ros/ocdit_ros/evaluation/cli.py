@@ -134,9 +134,19 @@ def _run_pipeline(args, split, images):
         raise EvalError(str(exc)) from None
 
     # Templates rendered as the model's training templates were (its weights' record).
-    settings = segmenter.template_settings()
-    if args.template_renderer:
-        settings = dataclasses.replace(settings, renderer=args.template_renderer)
+    try:
+        settings = segmenter.template_settings()
+    except ValueError as exc:
+        raise EvalError(str(exc)) from None
+    if args.template_renderer:  # a renderer asked for by name is not swapped
+        try:
+            settings = dataclasses.replace(settings, renderer=args.template_renderer).installed()
+        except ValueError as exc:
+            raise EvalError(f"--template-renderer: {exc}") from None
+    else:
+        settings, note = settings.runnable()
+        if note:
+            print(f"ocdit eval: warning: {note}", file=sys.stderr)
     cache = Path(args.templates) if args.templates else split.root / "templates_cache"
     wanted = sorted({i.obj_id for im in images for i in im.instances}) if args.queries == "present" \
         else split.object_ids()

@@ -180,6 +180,13 @@ class OCDiTConfig:
         p = self.backbone.patch_size
         return self.template_size[0] // p, self.template_size[1] // p
 
+    @property
+    def template_pixels(self) -> tuple[int, int]:
+        """The template size the backbone sees: template_size in whole patches (126 for the
+        official 128 with ViT-S/14), the size to render templates at."""
+        p = self.backbone.patch_size
+        return self.template_grid[0] * p, self.template_grid[1] * p
+
     def mask_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """Mask resolution the VAE works at for an image of `image_hw` pixels."""
         p, f = self.backbone.patch_size, self.vae.downsampling

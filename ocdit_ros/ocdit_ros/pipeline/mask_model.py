@@ -104,7 +104,7 @@ class OCDiTMaskModel:
         self.patch_size = cfg.backbone.patch_size
         self.grid = cfg.grid
         self.full_view_scale = cfg.full_view_scale
-        self.template_size = tuple(s // self.patch_size * self.patch_size for s in cfg.template_size)
+        self.template_size = cfg.template_pixels
         self.object_capacity = cfg.diffuser.max_num_classes
         self.mask_factor = cfg.vae.downsampling
         self.cache_dir = Path(cache_dir) if cache_dir else None

@@ -33,10 +33,12 @@ def run(args) -> int:
 
     try:
         settings = _settings(args)
+        if args.renderer is not None:  # a renderer asked for by name is not swapped
+            settings = settings.installed()
     except (ValueError, OSError) as exc:
         print(f"ocdit templates: error: {exc}", file=sys.stderr)
         return 2
-    if args.renderer is None:  # a renderer asked for by name is not swapped
+    if args.renderer is None:
         settings, note = settings.runnable()
         if note:
             print(f"ocdit templates: warning: {note}", file=sys.stderr)
@@ -91,9 +93,13 @@ def _settings(args):
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a bad file
         raise ValueError(f"--weights: cannot read {weights}: {exc}") from None
     if record:
-        settings = RenderSettings.from_dict(record)
+        try:
+            settings = RenderSettings.from_dict(record)
+        except ValueError as exc:
+            raise ValueError(f"--weights: {weights} records unusable template render settings ({exc}); "
+                             "save the weights again with a valid record, or give other --weights") from None
     else:
-        settings = RenderSettings.training(args.size or (cfg.template_size[0] if cfg else 126))
+        settings = RenderSettings.training(args.size or (cfg.template_pixels[0] if cfg else 126))
     given = {"views": args.views, "template_size": args.size, "renderer": args.renderer,
              # another template size keeps the training rule's render size for it, unless given
              "render_size": args.render_size or (RenderSettings.training(args.size).render_size if args.size else None)}

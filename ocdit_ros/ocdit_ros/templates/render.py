@@ -44,14 +44,13 @@ class RenderSettings:
     @classmethod
     def from_dict(cls, d: dict) -> "RenderSettings":
         """The settings `to_dict` wrote (an archive's `render_settings`, a weights file's record)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        kinds = {f.name: type(f.default) for f in fields(cls)}
+        if not isinstance(d, dict):
+            raise ValueError(f"render settings must be a mapping of {sorted(kinds)}, not {type(d).__name__}")
+        unknown = sorted(set(d) - set(kinds))
         if unknown:
-            raise ValueError(f"unknown render settings {unknown}; known: {sorted(known)}")
-        d = dict(d)
-        if "light_dir_cam" in d:
-            d["light_dir_cam"] = tuple(float(v) for v in d["light_dir_cam"])
-        return cls(**d).validate()
+            raise ValueError(f"unknown render settings {unknown}; known: {sorted(kinds)}")
+        return cls(**{name: _typed(name, value, kinds[name]) for name, value in d.items()}).validate()
 
     @classmethod
     def for_model(cls, model) -> "RenderSettings":
@@ -59,22 +58,30 @@ class RenderSettings:
         its weights record it (`model.template_render`), else the training rule at its template size."""
         record = getattr(model, "template_render", None)
         if record:
-            return cls.from_dict(record)
-        return cls.training(model.config.template_size[0])
+            try:
+                return cls.from_dict(record)
+            except ValueError as exc:
+                raise ValueError(f"the weights' template render record is unusable ({exc}); re-export the "
+                                 "weights, or render templates with explicit options") from None
+        return cls.training(model.config.template_pixels[0])
 
     def runnable(self) -> tuple["RenderSettings", str | None]:
         """These settings, or the NumPy rasteriser's when pybullet (the `data` extra) is not installed,
         with a note saying so (the masks agree, the shading differs: the model sees other templates)."""
-        if self.renderer != "pybullet":
+        if self.renderer != "pybullet" or _pybullet_installed():
             return self, None
-        try:
-            import pybullet  # noqa: F401
-        except ImportError:
-            return replace(self, renderer="raster"), (
-                "templates for this model are rendered with pybullet, which is not installed: rendering "
-                "with the NumPy rasteriser instead (same views and masks, different shading); install "
-                "pybullet (pip install 'ocdit_ros[data]') for templates like the model's training ones")
-        return self, None
+        return replace(self, renderer="raster"), (
+            "templates for this model are rendered with pybullet, which is not installed: rendering "
+            "with the NumPy rasteriser instead (same views and masks, different shading); install "
+            "pybullet (pip install 'ocdit_ros[data]') for templates like the model's training ones")
+
+    def installed(self) -> "RenderSettings":
+        """These settings if their renderer can run here, else a ValueError saying what to install
+        (for a renderer asked for by name, which is never swapped)."""
+        if self.renderer == "pybullet" and not _pybullet_installed():
+            raise ValueError("the pybullet renderer needs pybullet, which is not installed: pip install "
+                             "'ocdit_ros[data]' (or pybullet), or choose the raster renderer")
+        return self
 
     def validate(self) -> "RenderSettings":
         if self.renderer not in ("raster", "pybullet"):
@@ -92,6 +99,34 @@ class RenderSettings:
         d = asdict(self)
         d["light_dir_cam"] = list(self.light_dir_cam)
         return d
+
+
+def _pybullet_installed() -> bool:
+    try:
+        import pybullet  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _typed(name: str, value, kind):
+    """`value` as a setting of type `kind` (from JSON: ints for floats are fine, bools are not)."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if kind is tuple:
+        if isinstance(value, (list, tuple)) and len(value) == 3 and all(number(v) for v in value):
+            return tuple(float(v) for v in value)
+    elif kind is int:
+        if number(value) and float(value).is_integer():
+            return int(value)
+    elif kind is float:
+        if number(value):
+            return float(value)
+    elif isinstance(value, kind):
+        return value
+    want = "3 numbers" if kind is tuple else kind.__name__
+    raise ValueError(f"render setting {name}={value!r}: must be {want}")
 
 
 @dataclass

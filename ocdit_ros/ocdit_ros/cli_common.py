@@ -12,13 +12,13 @@ class CliError(Exception):
 
 
 def add_model_options(p) -> None:
-    """--weights, --refine-weights, --model-config and --feature-cache, spelled and explained once."""
+    """--weights, --refine-weights, --model-config and --feature-cache-dir, spelled and explained once."""
     p.add_argument("--weights", help="coarse model weights (.safetensors or save_pretrained folder); "
                                      "default: the shipped model (ocdit_ros/weights/MODEL_CARD.md)")
     p.add_argument("--refine-weights", help="refine model weights (default: the shipped refine model without "
                                             "--weights, else the coarse model does both stages)")
     p.add_argument("--model-config", help="model config (preset or YAML) for weights without a stored config")
-    p.add_argument("--feature-cache", help="folder that keeps the templates' backbone features across runs "
+    p.add_argument("--feature-cache-dir", help="folder that keeps the templates' backbone features across runs "
                                            "(keyed by template pixels and weights; default: memory only)")
 
 
@@ -47,7 +47,7 @@ def cli_segmenter(args, cfg: PipelineConfig, files=None):
 
     try:
         files = files or ModelFiles.resolve(args.weights, args.refine_weights, args.model_config)
-        return files.build(cfg, cache_dir=args.feature_cache)
+        return files.build(cfg, cache_dir=args.feature_cache_dir)
     except SetupError as exc:
         raise CliError(exc.render(option_name(exc.setting))) from None
 

@@ -54,15 +54,20 @@ def test_render_then_segment_writes_masks_json_and_overlays(tmp_path, capsys):
     assert rc == 0
     bop = json.loads((tmp_path / "bop" / "results.json").read_text())
     assert isinstance(bop, list) and all(b["category_id"] == 1 for b in bop)
-    # --feature-cache keeps the templates' backbone features for the next run; results stay the same.
+    # --feature-cache-dir keeps the templates' backbone features for the next run; results stay the same.
     for out in ("cached1", "cached2"):
         assert main(["segment", str(tmp_path / "scene.png"), "--objects", str(tmp_path / "tpl"), "--weights",
                      str(tmp_path / "tiny.safetensors"), "--out", str(tmp_path / out), "--no-refine",
-                     "--feature-cache", str(tmp_path / "features")]) == 0
+                     "--feature-cache-dir", str(tmp_path / "features")]) == 0
     assert len(list((tmp_path / "features").glob("*.safetensors"))) == 1  # the box
     runs = [json.loads((tmp_path / o / "results.json").read_text())["images"][0]["instances"]
             for o in ("cached1", "cached2")]
     assert runs[0] == runs[1]
+    (tmp_path / "taken").write_text("")
+    assert main(["segment", str(tmp_path / "scene.png"), "--objects", str(tmp_path / "tpl"), "--weights",
+                 str(tmp_path / "tiny.safetensors"), "--out", str(tmp_path / "o"),
+                 "--feature-cache-dir", str(tmp_path / "taken")]) == 2
+    assert "--feature-cache-dir: " in capsys.readouterr().err
 
 
 def test_user_errors_are_one_line_with_status_2(tmp_path, capsys, monkeypatch):

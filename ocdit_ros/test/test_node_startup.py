@@ -73,6 +73,8 @@ CASES = {
     "unknown active object": (["-p", "model_config:=tiny", "-p", "templates_dir:={d}/tpl",
                                "-p", "active_objects:=[mug]"],
                               ["parameter 'active_objects'", "unknown objects ['mug']"]),
+    "feature cache is a file": (["-p", "feature_cache_dir:={d}/bad.yaml"],
+                                ["parameter 'feature_cache_dir'", "is a file, not a folder"]),
     "params file missing": (["--params-file", "{d}/nope.yaml"], ["--params-file", "does not exist"]),
     "params file not YAML": (["--params-file", "{d}/bad.yaml"], ["--params-file", "not valid YAML"]),
     "params file not a mapping": (["--params-file", "{d}/string.yaml"], ["--params-file", "not a mapping"]),

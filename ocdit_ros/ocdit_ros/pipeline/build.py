@@ -96,6 +96,24 @@ def check_weights_path(setting: str, path) -> Path:
     return p
 
 
+def check_cache_dir(setting: str, path) -> Path | None:
+    """A writable folder for the feature cache (created if missing), None for an empty setting, else
+    a SetupError naming `setting`: a bad folder is said at start-up, not on the first new object."""
+    if not path:
+        return None
+    p = Path(os.path.expanduser(str(path)))
+    keep = "or leave it empty to keep features in memory only"
+    if p.exists() and not p.is_dir():
+        raise SetupError(setting, f"{p} is a file, not a folder", f"give a folder, {keep}")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SetupError(setting, f"cannot create {p} ({exc.strerror})", f"give a writable folder, {keep}") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise SetupError(setting, f"{p} is not writable by this user", f"fix its permissions, {keep}")
+    return p
+
+
 @dataclass
 class ModelFiles:
     """Which weights a Segmenter is built from (None: random weights of `model_config`, tests only)."""
@@ -127,7 +145,7 @@ class ModelFiles:
         refine = check_weights_path("refine_weights", refine_weights) if refine_weights else shipped_refine
         return cls(coarse, refine, str(model_config) if model_config else None, True)
 
-    def build(self, config: PipelineConfig | None = None, seed: int = 0, cache_dir: str | None = None):
+    def build(self, config: PipelineConfig | None = None, seed: int = 0, cache_dir: str | Path | None = None):
         """Load the models onto `config.device` and wrap them in a Segmenter; `cache_dir` keeps the
         templates' backbone features on disk across runs (keyed by template pixels and weights)."""
         import torch
@@ -136,6 +154,7 @@ class ModelFiles:
         from .segmenter import Segmenter
 
         config = config or PipelineConfig()
+        cache_dir = check_cache_dir("feature_cache_dir", cache_dir)
         device = resolve_device(config.device)
         model_cfg = None
         if self.model_config:
@@ -146,10 +165,10 @@ class ModelFiles:
                                  "or a model config YAML") from None
         if self.weights is None:
             torch.manual_seed(seed)
-            return Segmenter(OCDiT.from_config(model_cfg).to(device).eval(), None, config, cache_dir or None)
+            return Segmenter(OCDiT.from_config(model_cfg).to(device).eval(), None, config, cache_dir)
         coarse = _load(self.weights, "weights", model_cfg, device)
         refine = _load(self.refine_weights, "refine_weights", model_cfg, device) if self.refine_weights else None
-        return Segmenter(coarse, refine, config, cache_dir or None)
+        return Segmenter(coarse, refine, config, cache_dir)
 
 
 def _load(path: Path, setting: str, model_cfg, device: str):

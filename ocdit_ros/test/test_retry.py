@@ -40,3 +40,5 @@ def test_out_of_memory_at_single_members_is_raised_and_no_objects_skip_the_model
     seg = FitsAt(limit=0)
     result = segment_with_retry(seg, np.zeros((4, 6, 3), np.uint8), [], config(2, 2))
     assert seg.calls == [] and result.instances == [] and result.image_size == (4, 6)
+    with pytest.raises(ValueError, match="last_stage='refined'"):  # refused with or without objects
+        segment_with_retry(seg, np.zeros((4, 6, 3), np.uint8), [], config(2, 2), last_stage="refined")

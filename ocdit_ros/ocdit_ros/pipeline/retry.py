@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from .config import PipelineConfig
-from .segmenter import SegmentationResult, Segmenter
+from .segmenter import SegmentationResult, Segmenter, check_last_stage
 
 
 def segment_with_retry(segmenter: Segmenter, image, objects: Sequence, config: PipelineConfig,
@@ -15,6 +15,7 @@ def segment_with_retry(segmenter: Segmenter, image, objects: Sequence, config: P
     an empty result without running the model."""
     import torch
 
+    check_last_stage(last_stage)  # also when there is nothing to segment
     if not objects:
         refined = last_stage == "refine" and config.refine_enabled
         return SegmentationResult([], tuple(image.shape[:2]), "refined" if refined else "coarse")

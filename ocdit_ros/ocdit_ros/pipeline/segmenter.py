@@ -76,6 +76,13 @@ class SegmentationResult:
 STAGES = ("coarse", "refine")
 
 
+def check_last_stage(last_stage: str) -> str:
+    """`last_stage` if it names a stage, else a ValueError listing them."""
+    if last_stage not in STAGES:
+        raise ValueError(f"last_stage={last_stage!r}: use one of {', '.join(STAGES)}")
+    return last_stage
+
+
 class Segmenter:
     def __init__(self, coarse: OCDiT | MaskModel, refine: OCDiT | MaskModel | None = None,
                  config: PipelineConfig | None = None, cache_dir: str | None = None):
@@ -107,8 +114,7 @@ class Segmenter:
 
         Names: "coarse" and "refine" are the stages (config sections, models, timings);
         a result's `stage` says what its instances are: "coarse" proposals or "refined" ones."""
-        if last_stage not in STAGES:
-            raise ValueError(f"last_stage={last_stage!r}: use one of {', '.join(STAGES)}")
+        check_last_stage(last_stage)
         cfg = (config or self.config).validate()
         specs = [self.specs.get(o) for o in objects]
         if not specs:

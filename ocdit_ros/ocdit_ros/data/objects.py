@@ -42,6 +42,7 @@ def default_templates_dir() -> Path:
     (~/.cache/ocdit/templates)."""
     return default_library_dir().parent / "templates"
 
+
 SPLIT_FILE = Path(__file__).resolve().parent / "splits" / "sh3d_v1.json"
 MAX_SIZE_CM = 40.0
 MAX_FACES = 60000  # our CPU renderers stay fast; only a handful of catalogue models are larger

@@ -26,7 +26,7 @@ HIST_CHANNELS = _BINS**3  # the histogram comes first; per-channel mean and std 
 # template patch is the object's when the object covers more than half of it, the share estimated
 # from the patch's colour statistics, which the descriptor holds and pixels give alike. For one
 # colour c on black over a share f: mean = f c and mean square = f c^2, so |mean|^2 / mean square = f.
-# Chosen on val (docs/training.md, "template foreground"): prototypes and prior both come out better
+# Chosen on val (row 13 of the experiment table in docs/training.md): prototypes and prior both come out better
 # than with "any object pixel in the patch".
 MIN_OBJECT_SHARE = 0.5
 TEMPLATE_BACKGROUND = 0.02  # channel means (in [0, 1]) summing to at most this: black, whatever the share

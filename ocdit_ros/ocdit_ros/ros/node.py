@@ -227,7 +227,6 @@ class SegmentCore(ObjectServices):
                     f"image is {shape[1]}x{shape[0]} but camera_info says {info.width}x{info.height}: "
                     "are image and camera_info remapped to the same camera?")
 
-
     # -- processing ------------------------------------------------------------------------
     def _warm_up(self) -> None:
         if not self.objects:

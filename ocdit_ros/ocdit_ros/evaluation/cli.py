@@ -8,7 +8,6 @@ With --results it scores a BOP 2D-segmentation results file. Without, it first r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -138,15 +137,12 @@ def _run_pipeline(args, split, images):
         settings = segmenter.template_settings()
     except ValueError as exc:
         raise EvalError(str(exc)) from None
-    if args.template_renderer:  # a renderer asked for by name is not swapped
-        try:
-            settings = dataclasses.replace(settings, renderer=args.template_renderer).installed()
-        except ValueError as exc:
-            raise EvalError(f"--template-renderer: {exc}") from None
-    else:
-        settings, note = settings.runnable()
-        if note:
-            print(f"ocdit eval: warning: {note}", file=sys.stderr)
+    try:
+        settings, note = settings.resolve_renderer(args.template_renderer)
+    except ValueError as exc:  # only a renderer asked for by name is refused
+        raise EvalError(f"--template-renderer: {exc}") from None
+    if note:
+        print(f"ocdit eval: warning: {note}", file=sys.stderr)
     cache = Path(args.templates) if args.templates else split.root / "templates_cache"
     wanted = sorted({i.obj_id for im in images for i in im.instances}) if args.queries == "present" \
         else split.object_ids()

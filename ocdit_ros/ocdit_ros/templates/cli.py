@@ -32,16 +32,12 @@ def run(args) -> int:
     from .mesh import MeshError, load_bop_models
 
     try:
-        settings = _settings(args)
-        if args.renderer is not None:  # a renderer asked for by name is not swapped
-            settings = settings.installed()
+        settings, note = _settings(args).resolve_renderer(args.renderer)
     except (ValueError, OSError) as exc:
         print(f"ocdit templates: error: {exc}", file=sys.stderr)
         return 2
-    if args.renderer is None:
-        settings, note = settings.runnable()
-        if note:
-            print(f"ocdit templates: warning: {note}", file=sys.stderr)
+    if note:
+        print(f"ocdit templates: warning: {note}", file=sys.stderr)
     jobs = []
     for item in args.meshes:
         path = Path(item)

@@ -75,6 +75,13 @@ class RenderSettings:
             "with the NumPy rasteriser instead (same views and masks, different shading); install "
             "pybullet (pip install 'ocdit_ros[data]') for templates like the model's training ones")
 
+    def resolve_renderer(self, renderer: str | None = None) -> tuple["RenderSettings", str | None]:
+        """The settings to render with on this machine, and a note when they were swapped: with
+        `renderer` when one is asked for by name (never swapped: `installed()`), else `runnable()`."""
+        if renderer is None:
+            return self.runnable()
+        return replace(self, renderer=renderer).validate().installed(), None
+
     def installed(self) -> "RenderSettings":
         """These settings if their renderer can run here, else a ValueError saying what to install
         (for a renderer asked for by name, which is never swapped)."""

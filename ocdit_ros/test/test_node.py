@@ -558,14 +558,15 @@ def torch_equal(a, b):
 
 def test_feature_cache_dir_keeps_template_features_across_restarts(templates_dir, tmp_path):
     cache = tmp_path / "features"
-    first = Harness(templates_dir, feature_cache_dir=str(cache))
+    # A namespace of its own: in "/" the module's harness node would answer these frames too.
+    first = Harness(templates_dir, namespace="/cache", feature_cache_dir=str(cache))
     try:
         first.send_and_wait(first.image(70))
         loaded = sorted(first.node.objects)  # box and mug, and objects earlier tests added to the folder
         assert sorted(p.name.split("-")[0] for p in cache.glob("*.safetensors")) == loaded
     finally:
         first.close()
-    again = Harness(templates_dir, feature_cache_dir=str(cache))
+    again = Harness(templates_dir, namespace="/cache", feature_cache_dir=str(cache))
     try:
         again.send_and_wait(again.image(71))
         model = again.node.segmenter.coarse
